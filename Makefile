@@ -1,0 +1,41 @@
+# keras_sovit developer entry points. Each target creates .venv on demand.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-tf test-jax bench install clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: search the compute-optimal shape on the bundled dataset.
+demo: $(STAMP)
+	$(PY) examples/shape_search.py
+
+# The whole suite on TensorFlow, then the backend-sensitive part on JAX.
+test: test-tf test-jax
+
+test-tf: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not tf_only" \
+		tests/layers tests/models tests/training tests/evaluation tests/tuner
+
+bench: $(STAMP)
+	$(PY) -m pip install -q keras-hub==0.32.0
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/fit_accuracy.py
+	$(PY) benchmarks/search_efficiency.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
