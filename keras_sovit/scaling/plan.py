@@ -315,8 +315,8 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     use 1 TFLOPs", which errs towards larger models when scaling up).
 
     The optimum must lie strictly inside the grid in every dimension that
-    has at least three values; otherwise a `ValueError` says which
-    dimension to extend and in which direction.
+    has at least three values; otherwise a `GridBoundaryError` (a
+    `ValueError`) says which dimension to extend and in which direction.
 
     Args:
         results: `SweepResults` or iterable of row dicts with the shape
@@ -360,6 +360,20 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     return x0, float(math.exp(levels[start]))
 
 
+class GridBoundaryError(ValueError):
+    """The grid optimum lies on the grid's boundary in `dim`.
+
+    A `ValueError` whose `dim` and `direction` (`"upward"` or
+    `"downward"`) attributes say which grid to extend, so sweep drivers
+    can extend it automatically.
+    """
+
+    def __init__(self, message, dim, direction):
+        super().__init__(message)
+        self.dim = dim
+        self.direction = direction
+
+
 def _check_interior(x0, shapes):
     for dim in SCALED_DIMS:
         values = sorted({getattr(s, dim) for s in shapes})
@@ -372,11 +386,13 @@ def _check_interior(x0, shapes):
             direction, edge = "upward", f"above {values[-1]}"
         else:
             continue
-        raise ValueError(
+        raise GridBoundaryError(
             f"The grid optimum {x0} lies on the boundary of the grid in "
             f"`{dim}` ({dim}={value}). Extend the `{dim}` grid {direction} "
             f"(values {edge}) and sweep again; the paper requires the "
-            "optimum to be interior."
+            "optimum to be interior.",
+            dim,
+            direction,
         )
 
 

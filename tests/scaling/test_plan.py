@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_sovit.scaling.plan import PAPER_EXPONENTS
+from keras_sovit.scaling.plan import GridBoundaryError
 from keras_sovit.scaling.plan import PAPER_GRID_OPTIMUM
 from keras_sovit.scaling.plan import PAPER_GRID_SWEEP
 from keras_sovit.scaling.plan import PAPER_STAR_CENTER
@@ -160,8 +161,10 @@ def test_select_grid_optimum_boundary(best, match):
     def loss(w, d, t):
         return 1.0 + abs(w - best[0]) / 100 + abs(d - best[1]) / 50 + 1 / t
 
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(GridBoundaryError, match=match) as info:
         select_grid_optimum(_grid_rows(loss))
+    assert info.value.dim == match.split("`")[1]
+    assert info.value.direction == match.split()[-1]
 
 
 def test_select_grid_optimum_two_value_dim_not_checked():
