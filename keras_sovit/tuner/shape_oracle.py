@@ -9,7 +9,9 @@ import keras_tuner
 import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
-from keras_sovit import scaling
+from keras_sovit.scaling import joint as joint_lib
+from keras_sovit.scaling import plan as plan_lib
+from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
@@ -67,6 +69,12 @@ _PLAN_KEYS = (
     "n_bootstrap",
     "max_grid_extensions",
 )
+
+
+def _law():
+    from keras_sovit.scaling import law
+
+    return law
 
 
 def checkpoint_metric_name(name, index):
@@ -138,7 +146,7 @@ class ShapeOracle(keras_tuner.Oracle):
             shape; given with `base_compute`, the grid sweep is skipped.
         base_compute: float or `None`. The compute `base_shape` is optimal
             for.
-        rounding: `keras_sovit.scaling.Rounding` or `None`. How proposed
+        rounding: `keras_sovit.plan_lib.Rounding` or `None`. How proposed
             shapes are rounded; defaults to multiples of 16.
         final_trials: tuple of `"proposal"` and/or `"control"`. The final
             trials at `target_compute`: the proposed shape and a standard
@@ -206,7 +214,7 @@ class ShapeOracle(keras_tuner.Oracle):
         validation_compute=None,
         image_size=224,
         n_bootstrap=200,
-        max_grid_extensions=2,
+        max_grid_extensions=6,
         seed=None,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
@@ -216,7 +224,7 @@ class ShapeOracle(keras_tuner.Oracle):
             "target_compute", target_compute
         )
         self.image_size = image_hw(image_size)
-        self.rounding = rounding or scaling.Rounding()
+        self.rounding = rounding or plan_lib.Rounding()
         self.proposal_method = check_choice(
             "proposal_method", proposal_method, PROPOSAL_METHODS
         )
@@ -229,7 +237,10 @@ class ShapeOracle(keras_tuner.Oracle):
         self.max_grid_extensions = int(max_grid_extensions)
         self.validation_trials = bool(validation_trials)
 
-        defaults = default_plan(target_compute, self.image_size, self.rounding)
+        defaults = default_plan(
+            target_compute, self.image_size, self.rounding,
+            _as_shape("star_center", star_center),
+        )
         self.run_star = exponents is None
         self.run_grid = base_shape is None
         if base_shape is not None and base_compute is None:
@@ -322,7 +333,7 @@ class ShapeOracle(keras_tuner.Oracle):
         return self._method
 
     def results(self, phase=None):
-        """All observations as a `keras_sovit.scaling.SweepResults`.
+        """All observations as a `keras_sovit.SweepResults`.
 
         Args:
             phase: str or `None`. Only rows of trials of this phase.
@@ -416,7 +427,7 @@ class ShapeOracle(keras_tuner.Oracle):
         self._fit_state = saved["fit"]
         self.fit_result = None
         if self._fit_state is not None:
-            self.fit_result = scaling.StarSweepFit.from_dict(self._fit_state)
+            self.fit_result = _law().StarSweepFit.from_dict(self._fit_state)
         self.exponents = saved["exponents"]
         base = saved["base_shape"]
         self.base_shape = None if base is None else ShapeSpec.from_dict(base)
@@ -493,11 +504,11 @@ class ShapeOracle(keras_tuner.Oracle):
     def _all_sweep_shapes(self):
         shapes = [self.star_center]
         if self.run_star:
-            shapes += [s for s, _ in scaling.star_sweep_plan(
+            shapes += [s for s, _ in plan_lib.star_sweep_plan(
                 self.star_center, self.star_grids, self.star_budgets
             )]
         if self.run_grid:
-            shapes += [s for s, _ in scaling.grid_sweep_plan(
+            shapes += [s for s, _ in plan_lib.grid_sweep_plan(
                 self.grid, self.grid_budget, self._template()
             )]
         if self.base_shape is not None:
@@ -549,16 +560,16 @@ class ShapeOracle(keras_tuner.Oracle):
 
     def _declare_hyperparameters(self):
         hp = keras_tuner.HyperParameters()
-        template = self._smallest_shape()
-        step = self._width_step()
-        hp.Int("width", step, 1 << 16, step=step, default=template.width)
-        hp.Int("depth", 1, 1024, default=template.depth)
-        mlp_step = int(self.rounding.mlp_multiple or 1)
-        hp.Int(
-            "mlp_dim", mlp_step, 1 << 18, step=mlp_step,
-            default=_snap(template.mlp_dim, mlp_step),
-        )
-        hp.Int("num_heads", 1, 1024, default=template.num_heads)
+        default = self._smallest_shape()
+        self._steps = self._grid_steps()
+        limits = {"width": 1 << 16, "depth": 1 << 12, "mlp_dim": 1 << 18}
+        for dim in DIMS:
+            step = self._steps[dim]
+            hp.Int(
+                dim, step, _snap(limits[dim], step), step=step,
+                default=int(getattr(default, dim)),
+            )
+        hp.Int("num_heads", 1, 1024, default=default.num_heads)
         patch = self._template().patch_size
         hp.Choice("patch_size", [patch], default=patch)
         budgets = self._sweep_budgets() + [self.target_compute]
@@ -574,24 +585,29 @@ class ShapeOracle(keras_tuner.Oracle):
         hp.Choice(PHASE_HP, list(PHASES), default=self._first_phase())
         return hp
 
+    def _grid_steps(self):
+        """Steps of the declared Int grids: every planned value fits."""
+        steps = {
+            "width": int(self.rounding.width_multiple),
+            "depth": int(self.rounding.depth_multiple),
+            "mlp_dim": int(self.rounding.mlp_multiple),
+        }
+        for shape in self._all_sweep_shapes():
+            for dim in DIMS:
+                steps[dim] = math.gcd(steps[dim], getattr(shape, dim))
+        return steps
+
     def _required_names(self):
         return (*SHAPE_FIELDS, COMPUTE_METRIC, PHASE_HP)
-
-    def _width_step(self):
-        step = int(self.rounding.width_multiple or 1)
-        heads = self.rounding.num_heads or self._template().num_heads
-        if not self.rounding.head_dim:
-            step = step * heads // math.gcd(step, heads)
-        return step
 
     def _smallest_shape(self):
         shapes = []
         if self.run_grid:
-            shapes = [s for s, _ in scaling.grid_sweep_plan(
+            shapes = [s for s, _ in plan_lib.grid_sweep_plan(
                 self.grid, self.grid_budget, self._template()
             )]
         elif self.run_star:
-            shapes = [s for s, _ in scaling.star_sweep_plan(
+            shapes = [s for s, _ in plan_lib.star_sweep_plan(
                 self.star_center, self.star_grids, self.star_budgets
             )]
         shapes = shapes or [self._template()]
@@ -615,13 +631,13 @@ class ShapeOracle(keras_tuner.Oracle):
     # Plans.
 
     def _star_plan(self):
-        plan = scaling.star_sweep_plan(
+        plan = plan_lib.star_sweep_plan(
             self.star_center, self.star_grids, self.star_budgets
         )
         return [self._entry("star", s, c) for s, c in plan]
 
     def _grid_plan(self, grid):
-        plan = scaling.grid_sweep_plan(grid, self.grid_budget, self._template())
+        plan = plan_lib.grid_sweep_plan(grid, self.grid_budget, self._template())
         return [self._entry("grid", s, c) for s, c in plan]
 
     def _make_plan(self, phase):
@@ -663,9 +679,8 @@ class ShapeOracle(keras_tuner.Oracle):
             self._fit_star()
             self._phase = "grid" if self.run_grid else "proposal"
         elif phase == "grid":
-            if self._extend_grid():
+            if not self._finish_grid():
                 return
-            self._select_base()
             self._phase = "proposal"
         elif phase == "validation":
             self._report_validation()
@@ -679,7 +694,7 @@ class ShapeOracle(keras_tuner.Oracle):
             self._write_report()
 
     def _collect_results(self, phases=None):
-        results = scaling.SweepResults()
+        results = SweepResults()
         name = self.objective.name
         for trial_id in sorted(self.trials, key=_trial_order):
             trial = self.trials[trial_id]
@@ -716,7 +731,7 @@ class ShapeOracle(keras_tuner.Oracle):
     def _fit_star(self):
         results = self._collect_results(("star",))
         self._check_enough_star_points(results)
-        fit = scaling.fit_star_sweep(
+        fit = _law().fit_star_sweep(
             results,
             self.star_center,
             dims=self.dims,
@@ -747,65 +762,53 @@ class ShapeOracle(keras_tuner.Oracle):
     def _fit_seed(self):
         return int(self.seed) % (2**31)
 
-    def _grid_rows_at_budget(self):
+    def _finish_grid(self):
+        """Selects x0 and t0, or extends the grid if x0 is on its edge."""
         results = self._collect_results(("grid",))
-        return results, [
-            r for r in results
-            if math.isclose(float(r["compute_gflops"]), self.grid_budget,
-                            rel_tol=1e-6)
-        ]
-
-    def _extend_grid(self):
-        """Extends the grid when its best shape lies on the boundary."""
-        if self._grid_extensions >= self.max_grid_extensions:
-            return False
-        _, rows = self._grid_rows_at_budget()
-        if not rows:
-            return False
-        best = min(rows, key=lambda r: r["metric_value"])
-        grid = {k: sorted(v) for k, v in self.grid.items()}
-        extended = False
-        for dim, values in grid.items():
-            if len(values) < 2:
-                continue
-            value = best[dim]
-            if value == values[-1]:
-                new = self._snap_dim(dim, value * _NEIGHBOUR_FACTOR, up=True)
-                values.append(new)
-                extended = True
-            elif value == values[0]:
-                new = self._snap_dim(dim, value / _NEIGHBOUR_FACTOR, up=False)
-                if new < value:
-                    values.insert(0, new)
-                    extended = True
-        if not extended:
-            return False
-        self._grid_extensions += 1
-        self.grid = grid
-        known = {_values_key(v) for v in self._plans["grid"]}
-        for values in self._grid_plan(grid):
-            if _values_key(values) not in known:
-                self._plans["grid"].append(values)
-        logger.info("ShapeOracle: grid extended to %s.", grid)
-        return True
-
-    def _select_base(self):
-        results, rows = self._grid_rows_at_budget()
-        if not rows:
+        if not len(results):
             raise RuntimeError(
                 "ShapeOracle: no successful grid-sweep trial remains. "
                 f"Excluded trials: {self.excluded_trials}"
             )
         try:
-            shape, compute = scaling.select_grid_optimum(results)
-        except ValueError as error:
-            raise RuntimeError(
-                "ShapeOracle: the grid sweep's optimum lies on the boundary "
-                f"after {self._grid_extensions} extensions; widen `grid` or "
-                f"raise `max_grid_extensions`. ({error})"
-            ) from error
+            shape, compute = plan_lib.select_grid_optimum(results)
+        except plan_lib.GridBoundaryError as error:
+            if self._grid_extensions >= self.max_grid_extensions:
+                raise RuntimeError(
+                    "ShapeOracle: the grid sweep's optimum lies on the "
+                    f"boundary after {self._grid_extensions} extensions; "
+                    "widen `grid` or raise `max_grid_extensions`. "
+                    f"({error})"
+                ) from error
+            self._extend_grid(error.dim, error.direction)
+            return False
         self.base_shape = shape
         self.base_compute = float(compute)
+        return True
+
+    def _extend_grid(self, dim, direction):
+        values = sorted(self.grid[dim])
+        step = self._steps[dim]
+        if direction == "upward":
+            new = max(values[-1] + step,
+                      _snap(values[-1] * _NEIGHBOUR_FACTOR, step))
+            values.append(new)
+        else:
+            new = min(values[0] - step,
+                      _snap(values[0] / _NEIGHBOUR_FACTOR, step))
+            if new < step:
+                raise RuntimeError(
+                    f"ShapeOracle: the grid optimum wants {dim} below "
+                    f"{values[0]}, the smallest value on the grid."
+                )
+            values.insert(0, new)
+        self.grid = dict(self.grid, **{dim: values})
+        self._grid_extensions += 1
+        known = {_values_key(v) for v in self._plans["grid"]}
+        for values in self._grid_plan(self.grid):
+            if _values_key(values) not in known:
+                self._plans["grid"].append(values)
+        logger.info("ShapeOracle: grid extended to %s.", self.grid)
 
     # ------------------------------------------------------------------
     # Proposals.
@@ -841,17 +844,17 @@ class ShapeOracle(keras_tuner.Oracle):
         held = [r for r in star
                 if math.isclose(float(r["compute_gflops"]), largest,
                                 rel_tol=1e-6)]
-        fit = scaling.fit_star_sweep(
+        fit = _law().fit_star_sweep(
             star, self.star_center, dims=self.dims, n_bootstrap=0,
             holdout="largest", random_state=self._fit_seed(),
             metric_name=self.objective.name,
         )
         paper = float(fit.holdout_error)
-        train = scaling.SweepResults.from_rows(
+        train = SweepResults.from_rows(
             [r for r in self._collect_results(("star", "grid"))
              if r not in held]
         )
-        law = scaling.JointLaw(image_size=self.image_size).fit(train)
+        law = joint_lib.JointLaw(image_size=self.image_size).fit(train)
         errors = [
             abs(law.predict(ShapeSpec.from_dict(r), r["compute_gflops"])
                 / r["metric_value"] - 1.0)
@@ -861,15 +864,15 @@ class ShapeOracle(keras_tuner.Oracle):
 
     def _shape_for(self, compute):
         if self._method == "joint":
-            law = scaling.JointLaw(image_size=self.image_size).fit(
+            law = joint_lib.JointLaw(image_size=self.image_size).fit(
                 self._collect_results(("star", "grid"))
             )
-            shape = scaling.optimal_shape(
+            shape = joint_lib.optimal_shape(
                 law, compute, image_size=self.image_size,
                 rounding=self.rounding, template=self._template(),
             )
         else:
-            shape = scaling.scale_shape(
+            shape = plan_lib.scale_shape(
                 self.base_shape, self.base_compute, compute,
                 {d: self.exponents[d] for d in self.dims},
                 rounding=self.rounding,
@@ -880,44 +883,31 @@ class ShapeOracle(keras_tuner.Oracle):
         """A standard ViT (MLP = 4 × width) of equal per-example GFLOPs."""
         target = shape.gflops(self.image_size)
         best = None
-        for width in range(self._width_step(), 4 * shape.width + 1,
-                           self._width_step()):
-            candidate = self._snap_shape(
-                shape.replace(width=width, mlp_dim=4 * width,
-                              num_heads=self._heads_for(width, shape))
-            )
+        step = self._steps["width"]
+        for width in range(step, 4 * shape.width + 1, step):
+            candidate = self._snap_shape(_Raw(width, shape.depth, 4 * width))
+            if candidate.mlp_dim != 4 * candidate.width:
+                continue
             gap = abs(math.log(candidate.gflops(self.image_size) / target))
             if best is None or gap < best[0]:
                 best = (gap, candidate)
         return best[1]
 
-    def _heads_for(self, width, shape):
-        if self.rounding.head_dim:
-            return max(1, width // int(self.rounding.head_dim))
-        return int(self.rounding.num_heads or shape.num_heads)
-
-    def _snap_dim(self, dim, value, up=True):
-        if dim == "depth":
-            snapped = max(1, int(round(value)))
-            return snapped
-        step = self._width_step() if dim == "width" else int(
-            self.rounding.mlp_multiple or 1
-        )
-        return max(step, _snap(value, step))
-
     def _snap_shape(self, shape):
-        """Puts a shape on the declared hyperparameter grid."""
-        width = self._snap_dim("width", shape.width)
-        heads = self._heads_for(width, shape)
-        while width % heads:
-            heads -= 1
-        return ShapeSpec(
-            width=int(width),
-            depth=int(self._snap_dim("depth", shape.depth)),
-            mlp_dim=int(self._snap_dim("mlp_dim", shape.mlp_dim)),
-            num_heads=int(heads),
-            patch_size=int(self._template().patch_size),
+        """Rounds a shape (or raw sizes) onto the declared grids."""
+        template = self._template()
+        snapped = self.rounding.snap(
+            float(shape.width), float(shape.depth), float(shape.mlp_dim),
+            patch_size=template.patch_size,
+            default_heads=template.num_heads,
         )
+        values = {d: max(self._steps[d], _snap(getattr(snapped, d),
+                                               self._steps[d]))
+                  for d in DIMS}
+        return snapped.replace(**values)
+
+    def _snap_dim(self, dim, value):
+        return max(self._steps[dim], _snap(value, self._steps[dim]))
 
     # ------------------------------------------------------------------
     # Validation and final trials.
@@ -937,18 +927,21 @@ class ShapeOracle(keras_tuner.Oracle):
         for dim in self.dims:
             value = getattr(shape, dim)
             for factor in (_NEIGHBOUR_FACTOR, 1 / _NEIGHBOUR_FACTOR):
-                new = self._snap_dim(dim, value * factor)
-                if new == value:
-                    step = 1 if dim == "depth" else (
-                        self._width_step() if dim == "width"
-                        else int(self.rounding.mlp_multiple or 1)
-                    )
-                    new = value + step if factor > 1 else value - step
-                if new <= 0:
-                    continue
-                neighbours.append(
-                    self._snap_shape(shape.replace(**{dim: new}))
-                )
+                sizes = {d: getattr(shape, d) for d in DIMS}
+                sizes[dim] = value * factor
+                new = self._snap_shape(_Raw(**sizes))
+                if getattr(new, dim) == value:
+                    step = self._steps[dim]
+                    if dim == "width":
+                        step = self.rounding.width_step(
+                            value, shape.num_heads
+                        )
+                    sizes[dim] = value + step if factor > 1 else value - step
+                    if sizes[dim] <= 0:
+                        continue
+                    new = self._snap_shape(_Raw(**sizes))
+                if new != shape and new not in neighbours:
+                    neighbours.append(new)
         return neighbours
 
     def _report_validation(self):
@@ -1058,7 +1051,18 @@ class ShapeOracle(keras_tuner.Oracle):
             )
 
 
-def default_plan(target_compute, image_size=224, rounding=None):
+class _Raw:
+    """Real-valued sizes to be snapped into a shape."""
+
+    def __init__(self, width, depth, mlp_dim):
+        self.width = width
+        self.depth = depth
+        self.mlp_dim = mlp_dim
+
+
+def default_plan(
+    target_compute, image_size=224, rounding=None, star_center=None
+):
     """The default sweeps for a target compute: the paper's, scaled down.
 
     The paper (SPEC §2) targets 9e12 GFLOPs with 256-token images. For a
@@ -1077,13 +1081,15 @@ def default_plan(target_compute, image_size=224, rounding=None):
     Args:
         target_compute: float. GFLOPs of the final run.
         image_size: int or `(height, width)`.
-        rounding: `keras_sovit.scaling.Rounding` or `None`.
+        rounding: `keras_sovit.plan_lib.Rounding` or `None`.
+        star_center: `ShapeSpec` or `None`. Given, the grids are placed
+            relative to it instead of the scaled paper centre.
 
     Returns:
         dict with `star_center`, `star_grids`, `star_budgets`, `grid` and
         `grid_budget`.
     """
-    rounding = rounding or scaling.Rounding()
+    rounding = rounding or plan_lib.Rounding()
     height, width = image_hw(image_size)
     patch = _default_patch(min(height, width))
     tokens = (height // patch) * (width // patch)
@@ -1099,6 +1105,12 @@ def default_plan(target_compute, image_size=224, rounding=None):
         "depth": max(6, int(round(40 * scale))),
         "mlp_dim": max(4 * mlp_step, _snap(6144 * scale, mlp_step)),
     }
+    if star_center is not None:
+        center = {d: getattr(star_center, d) for d in DIMS}
+        heads, patch = star_center.num_heads, star_center.patch_size
+        width_step = math.gcd(width_step * heads // math.gcd(
+            width_step, heads), center["width"])
+        mlp_step = math.gcd(mlp_step, center["mlp_dim"])
     steps = {"width": width_step, "depth": 1, "mlp_dim": mlp_step}
     star_grids = {}
     grid = {}
