@@ -19,11 +19,11 @@ METRIC = "fewshot_10shot_error"
 OBJECTIVE = keras_tuner.Objective(METRIC, "min")
 CENTER = keras_sovit.ShapeSpec(1968, 40, 6144, 16, patch_size=14)
 STAR_GRIDS = {
-    "width": [608, 928, 1328, 1648],
-    "depth": [8, 12, 16, 24],
-    "mlp_dim": [1088, 1728, 2592, 3072],
+    "width": [608, 768, 928, 1088, 1328, 1648],
+    "depth": [8, 10, 12, 16, 20, 24],
+    "mlp_dim": [1088, 1360, 1728, 2160, 2592, 3072],
 }
-STAR_BUDGETS = [2e10, 4e10, 8e10]
+STAR_BUDGETS = [5e10, 1e11, 2e11]
 # PAPER_LIKE_LAW's optimum at 9e9 GFLOPs is about (592, 5, 432).
 GRID = {"width": [464, 592, 736], "depth": [4, 5, 6],
         "mlp_dim": [352, 432, 528]}
@@ -85,6 +85,11 @@ def run(oracle, law, stop_after=None, fail=(), nan=(), leave_running=False):
         assert trial.status == TrialStatus.RUNNING
         ran.append(trial)
     return ran
+
+
+def tid(index):
+    """KerasTuner's trial id with `max_trials=None`."""
+    return f"{index:04d}"
 
 
 def regret(law, shape, compute):
@@ -254,13 +259,15 @@ def test_resume_with_a_changed_plan_raises(tmp_path):
 def test_failed_and_nan_trials_are_excluded(tmp_path):
     oracle = make_oracle()
     oracle._set_project_dir(str(tmp_path), "p")
-    # Trials 0-2 are width=608 at the three budgets; 4 is width=928.
-    run(oracle, PAPER_LIKE_LAW, fail={"1", "4"}, nan={"7"})
+    # Trials 0-2 are width=608 at the three budgets; 4 is width=768.
+    bad = {tid(1), tid(4), tid(7)}
+    run(oracle, PAPER_LIKE_LAW, fail={tid(1), tid(4)}, nan={tid(7)})
     assert oracle.phase == "done"
-    assert set(oracle.excluded_trials) == {"1", "4", "7"}
+    assert set(oracle.excluded_trials) == bad
     star = oracle.results("star")
     used = {r["trial_id"] for r in star}
-    assert used.isdisjoint({"1", "4", "7"})
+    assert used.isdisjoint(bad)
+    assert len(used) == 57 - 3
     assert all(math.isfinite(r["metric_value"]) for r in star)
     assert regret(PAPER_LIKE_LAW, oracle.proposal, TARGET) < 0.02
 
@@ -268,8 +275,8 @@ def test_failed_and_nan_trials_are_excluded(tmp_path):
 def test_too_few_points_stops_with_a_clear_error(tmp_path):
     oracle = make_oracle()
     oracle._set_project_dir(str(tmp_path), "p")
-    # Depth sweep: trials 12-23 (after 4 widths x 3 budgets).
-    depth_trials = {str(i) for i in range(12, 22)}
+    # Depth sweep: trials 18-35 (after 6 widths x 3 budgets).
+    depth_trials = {tid(i) for i in range(18, 32)}
     with pytest.raises(RuntimeError, match="depth"):
         run(oracle, PAPER_LIKE_LAW, fail=depth_trials)
 
