@@ -51,11 +51,14 @@ def test_constructed_known_error():
     # 1-D feature: class 0 near -1, class 1 near +1. Of the 10 test points,
     # exactly 4 sit on the wrong side, so the error is 0.4.
     rng = np.random.default_rng(0)
-    train_x = np.r_[-1 + 0.01 * rng.normal(size=8), 1 + 0.01 * rng.normal(size=8)]
+    noise = 0.01 * rng.normal(size=16)
+    train_x = np.r_[-np.ones(8), np.ones(8)] + noise
     train_y = np.r_[np.zeros(8, int), np.ones(8, int)]
     test_x = np.array([-2, -1.5, -0.5, 0.5, 1.5, 2, 3, 1.2, -0.7, -3.0])
     test_y = np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1])
-    err = fewshot_error(train_x[:, None], train_y, test_x[:, None], test_y, 1e-3)
+    err = fewshot_error(
+        train_x[:, None], train_y, test_x[:, None], test_y, l2_reg=1e-3
+    )
     assert err == pytest.approx(0.4)
 
 
