@@ -269,7 +269,7 @@ def _rows_of(results, metric_name):
 
 
 def _curves(rows):
-    """Maps each shape to its (log compute, metric) curve, sorted."""
+    """Maps each shape to its (log compute, metric, compute) rows."""
     curves = {}
     for r in rows:
         t, y = float(r["compute_gflops"]), float(r["metric_value"])
@@ -279,18 +279,43 @@ def _curves(rows):
                 f"metric_value. Received row: {r!r}"
             )
         shape = ShapeSpec.from_dict(r)
-        curves.setdefault(shape, []).append((math.log(t), y))
+        curves.setdefault(shape, []).append((math.log(t), y, t))
     return {s: np.array(sorted(c)) for s, c in curves.items()}
 
 
 def _compute_levels(curves, rtol):
-    """Distinct compute levels, merging values within `rtol`."""
+    """Distinct compute levels that every shape covers.
+
+    Values within `rtol` are merged. Only levels inside the range that all
+    shapes' checkpoints span are kept, so no shape wins a level merely by
+    being the only one trained that long.
+    """
+    tol = math.log1p(rtol)
+    low = max(c[0, 0] for c in curves.values()) - tol
+    high = min(c[-1, 0] for c in curves.values()) + tol
     logs = np.sort(np.concatenate([c[:, 0] for c in curves.values()]))
+    logs = logs[(logs >= low) & (logs <= high)]
+    if not len(logs):
+        raise ValueError(
+            "The shapes in `results` share no compute range: record the "
+            "metric at common compute checkpoints (e.g. a grid sweep with "
+            "one compute budget for every shape)."
+        )
     levels = [logs[0]]
     for v in logs[1:]:
-        if v - levels[-1] > math.log1p(rtol):
+        if v - levels[-1] > tol:
             levels.append(v)
     return np.array(levels)
+
+
+def _checkpoint_value(curves, log_t):
+    """The recorded compute closest to `log_t` (exact, not via exp/log)."""
+    best = min(
+        (abs(math.log(t) - log_t), t)
+        for c in curves.values()
+        for t in c[:, 2]
+    )
+    return float(best[1])
 
 
 def _metric_at(curve, log_t, rtol):
@@ -306,9 +331,9 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     """Applies the paper's rule to a grid sweep: returns x^(0) and t^(0).
 
     `results` holds each grid shape's metric recorded at several compute
-    checkpoints during training. At every compute level the best shape is
-    found (metrics are interpolated linearly in log compute between a
-    shape's checkpoints). Following §3 and App. B.3, x^(0) is the shape
+    checkpoints during training. At every compute level that all shapes
+    reach, the best shape is found (metrics are interpolated linearly in
+    log compute between a shape's checkpoints). Following §3 and App. B.3, x^(0) is the shape
     that is optimal at the largest compute level, and t^(0) is the least
     compute it is optimal for: the smallest level from which it stays
     optimal up to the largest one (the paper's "optimal from 1 to 2 TFLOPs,
@@ -357,7 +382,7 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     while start > 0 and best[start - 1] == x0:
         start -= 1
     _check_interior(x0, shapes)
-    return x0, float(math.exp(levels[start]))
+    return x0, _checkpoint_value(curves, levels[start])
 
 
 class GridBoundaryError(ValueError):

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from keras_sovit.scaling.plan import PAPER_EXPONENTS
-from keras_sovit.scaling.plan import GridBoundaryError
 from keras_sovit.scaling.plan import PAPER_GRID_OPTIMUM
 from keras_sovit.scaling.plan import PAPER_GRID_SWEEP
 from keras_sovit.scaling.plan import PAPER_STAR_CENTER
 from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.plan import GridBoundaryError
 from keras_sovit.scaling.plan import Rounding
 from keras_sovit.scaling.plan import grid_sweep_plan
 from keras_sovit.scaling.plan import scale_shape
@@ -147,6 +147,23 @@ def test_select_grid_optimum_interpolates_unaligned_checkpoints():
             r["compute_gflops"] *= 1.3
     x0, t0 = select_grid_optimum(rows)
     assert (x0.width, x0.depth) == (48, 3)
+    # Levels outside the common range [130, 800] are ignored.
+    assert t0 == pytest.approx(130.0)
+
+
+def test_select_grid_optimum_ignores_levels_one_shape_reaches():
+    # A long-trained bad shape would win alone at t=3200; it must not.
+    rows = _grid_rows(lambda w, d, t: 1 + abs(w - 48) / 100 + abs(d - 3) / 50)
+    rows.append({**ShapeSpec(64, 4, 128, 4, 4).to_dict(),
+                 "compute_gflops": 3200.0, "metric_name": "err",
+                 "metric_value": 0.5})
+    x0, t0 = select_grid_optimum(rows)
+    assert (x0.width, x0.depth, t0) == (48, 3, 100.0)
+    rows = _grid_rows(lambda w, d, t: 1.0, computes=(1.0, 2.0))
+    rows += _grid_rows(lambda w, d, t: 1.0, widths=(80,),
+                       computes=(10.0, 20.0))
+    with pytest.raises(ValueError, match="share no compute range"):
+        select_grid_optimum(rows)
 
 
 @pytest.mark.parametrize(
