@@ -85,6 +85,7 @@ def run_shape_oracle(law, seed, directory):
         max_consecutive_failed_trials=100,
     )
     oracle._set_project_dir(directory, f"shape_{seed}")
+    oracle.verbose = 0
     while True:
         trial = oracle.create_trial("tuner0")
         if trial.status == TrialStatus.STOPPED:
@@ -133,6 +134,7 @@ def run_builtin(kind, law, seed, total, fraction):
     else:
         oracle = keras_tuner.oracles.BayesianOptimizationOracle(**common)
     oracle._set_project_dir(tempfile.mkdtemp(), "builtin")
+    oracle.verbose = 0
     best = None
     while True:
         trial = oracle.create_trial("tuner0")
@@ -157,6 +159,7 @@ def run_hyperband(law, seed, total):
         hyperparameters=shape_space(), seed=seed + 1,
     )
     oracle._set_project_dir(tempfile.mkdtemp(), "hyperband")
+    oracle.verbose = 0
     results = []
     while True:
         trial = oracle.create_trial("tuner0")

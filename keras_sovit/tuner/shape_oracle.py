@@ -174,8 +174,9 @@ class ShapeOracle(keras_tuner.Oracle):
             budget and `target_compute`.
         image_size: int or `(height, width)`. Image size used for compute.
         n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
-        max_grid_extensions: int. How often the grid may be extended when
-            its optimum lies on the boundary.
+        max_grid_extensions: int. How often the grid may be extended (by
+            two values, ×1.2 apart, beyond the edge) when its optimum lies
+            on the boundary, as the paper requires an interior optimum.
         seed: int or `None`. Random seed (also of the fits).
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -224,7 +225,7 @@ class ShapeOracle(keras_tuner.Oracle):
         validation_compute=None,
         image_size=224,
         n_bootstrap=200,
-        max_grid_extensions=6,
+        max_grid_extensions=8,
         seed=None,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
@@ -337,6 +338,15 @@ class ShapeOracle(keras_tuner.Oracle):
         """The standard-shaped ViT of equal compute, or `None`."""
         values = self._proposals.get("control")
         return None if values is None else ShapeSpec.from_dict(values)
+
+    @property
+    def compute_spent(self):
+        """GFLOPs of the budgets of all completed trials (for progress)."""
+        return float(sum(
+            t.hyperparameters.values[COMPUTE_METRIC]
+            for t in self.trials.values()
+            if t.status == TrialStatus.COMPLETED
+        ))
 
     @property
     def method(self):
@@ -802,21 +812,26 @@ class ShapeOracle(keras_tuner.Oracle):
         return True
 
     def _extend_grid(self, dim, direction):
+        """Adds two values (×1.2 apart) beyond the edge the optimum is on."""
         values = sorted(self.grid[dim])
         step = self._steps[dim]
-        if direction == "upward":
-            new = max(values[-1] + step,
-                      _snap(values[-1] * _NEIGHBOUR_FACTOR, step))
-            values.append(new)
-        else:
-            new = min(values[0] - step,
-                      _snap(values[0] / _NEIGHBOUR_FACTOR, step))
-            if new < step:
-                raise RuntimeError(
-                    f"ShapeOracle: the grid optimum wants {dim} below "
-                    f"{values[0]}, the smallest value on the grid."
-                )
-            values.insert(0, new)
+        for _ in range(2):
+            if direction == "upward":
+                values.append(max(
+                    values[-1] + step,
+                    _snap(values[-1] * _NEIGHBOUR_FACTOR, step),
+                ))
+            else:
+                new = min(values[0] - step,
+                          _snap(values[0] / _NEIGHBOUR_FACTOR, step))
+                if new < step:
+                    break
+                values.insert(0, new)
+        if len(values) == len(self.grid[dim]):
+            raise RuntimeError(
+                f"ShapeOracle: the grid optimum wants {dim} below "
+                f"{values[0]}, the smallest value on the grid."
+            )
         self.grid = dict(self.grid, **{dim: values})
         self._grid_extensions += 1
         known = {_values_key(v) for v in self._plans["grid"]}

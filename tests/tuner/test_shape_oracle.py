@@ -138,6 +138,16 @@ def test_values_are_plain_python_on_the_declared_grid(finished):
     json.dumps([t.hyperparameters.values for t in trials])
 
 
+def test_compute_spent_sums_the_trial_budgets(finished):
+    oracle, trials = finished
+    star = sum(len(v) + 0 for v in STAR_GRIDS.values()) + 1
+    expected = star * sum(STAR_BUDGETS) + 2 * TARGET
+    expected += sum(t.hyperparameters.values["compute_gflops"]
+                    for t in trials
+                    if t.hyperparameters.values["phase"] == "grid")
+    assert oracle.compute_spent == pytest.approx(expected)
+
+
 def test_no_shape_and_budget_is_run_twice(finished):
     _, trials = finished
     keys = [json.dumps(t.hyperparameters.values, sort_keys=True)
