@@ -118,7 +118,8 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
         results: `SweepResults` or iterable of rows used for the fit.
         path: str or path. Where to save the PNG.
         center: `ShapeSpec` or None. The star centre. Defaults to `None`
-            (the largest value of each dimension in `results`).
+            (`fit.center`, else the largest value of each dimension in
+            `results`).
         image_size: int or (height, width). For the compute along a
             fixed-examples curve. Defaults to `224`.
 
@@ -136,7 +137,10 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
     rows = list(results)
     if not rows:
         raise ValueError("`results` must not be empty.")
-    center = center or _infer_center(rows)
+    metric = getattr(fit, "metric_name", None)
+    if metric is not None and any(r.get("metric_name") for r in rows):
+        rows = [r for r in rows if r.get("metric_name") == metric] or rows
+    center = center or getattr(fit, "center", None) or _infer_center(rows)
     dims = [d for d in SCALED_DIMS if d in fit.laws]
     plt = _pyplot()
     fig, axes = plt.subplots(
