@@ -364,9 +364,6 @@ class JointLaw:
             counts[key] = counts.get(key, 0) + 1
         heads, patch = max(counts, key=counts.get)
         self.template_ = ShapeSpec(heads * 16, 1, 16, heads, patch)
-        self.observed_max_ = {
-            d: int(x[:, k].max()) for k, d in enumerate(SCALED_DIMS)
-        }
         return self
 
     def _check_fitted(self):
@@ -418,11 +415,10 @@ class JointLaw:
         state.update(
             form_=self.form_,
             params_=self.params_,
-            holdout_error_=dict(self.holdout_error_),
-            converged_=self.converged_,
-            train_error_=self.train_error_,
+            holdout_error_=dict(getattr(self, "holdout_error_", {})),
+            converged_=bool(getattr(self, "converged_", True)),
+            train_error_=getattr(self, "train_error_", None),
             template_=self.template_.to_dict(),
-            observed_max_=dict(self.observed_max_),
         )
         return state
 

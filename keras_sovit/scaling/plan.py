@@ -592,6 +592,13 @@ def scale_shape(
     ≈14× parameters, more than the compute itself (SPEC §2.3). For the
     first reading, multiply the exponents by D.
 
+    A caveat found on synthetic truths (`benchmarks/joint_vs_paper.py`):
+    if the loss really is the decomposable Eq. (3) with t independent of
+    the shape, Eq. (4) holds in every dimension at once, so the exact
+    compute-optimal path is x_k ∝ t^(s_k), and the τ^(s_k/D) rule
+    under-scales. `keras_sovit.scaling.joint.optimal_shape` fits a joint
+    law instead and searches the exact optimum.
+
     Args:
         base_shape: `ShapeSpec`. x⁽⁰⁾, optimal at `base_compute`.
         base_compute: float. t⁽⁰⁾ in GFLOPs.

@@ -129,6 +129,16 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
     Example:
 
     ```python
+    from keras_sovit.scaling.plan import PAPER_STAR_CENTER
+    from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+    plan = keras_sovit.scaling.star_sweep_plan(
+        PAPER_STAR_CENTER, PAPER_STAR_GRIDS, [64e6, 128e6, 256e6],
+        budget_unit="examples",
+    )
+    results = keras_sovit.scaling.simulate(
+        keras_sovit.scaling.PAPER_LIKE_LAW, plan, noise=0.01
+    )
+    fit = keras_sovit.scaling.fit_star_sweep(results, PAPER_STAR_CENTER)
     fig = keras_sovit.scaling.plot_star_sweep(fit, results, "star.png")
     ```
     """
@@ -225,6 +235,8 @@ def plot_scaling(
     Example:
 
     ```python
+    # `fit` from `fit_star_sweep` (see `plot_star_sweep`).
+    x0, t0 = keras_sovit.ShapeSpec(608, 10, 928, 16, 14), 1e10
     fig = keras_sovit.scaling.plot_scaling(
         fit, x0, t0, [t0 * 10**k for k in range(4)], "scaling.png"
     )
