@@ -186,8 +186,9 @@ def main():
     args = parser.parse_args()
     if not args.skip_table:
         table(args.seeds)
-    check(args.check_seeds, args.n_bootstrap)
-    timing()
+    if args.check_seeds:
+        check(args.check_seeds, args.n_bootstrap)
+        timing()
 
 
 if __name__ == "__main__":
