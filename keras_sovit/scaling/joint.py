@@ -180,6 +180,17 @@ class JointLaw:
         metric_name: str or None. Metric to fit when results mix several.
             Defaults to `None`.
 
+    Fitted attributes:
+        form_: str. The form kept.
+        params_: dict. Its parameters in original units (`alpha`, `a`,
+            and `beta`, `b`, `xi` or `B`; `c`, `eps`).
+        holdout_error_: dict. Mean |relative error| on the held-out
+            largest-compute points, per form (empty for a fixed form).
+        train_error_: float. Mean |relative error| of the final fit.
+        converged_: bool. Whether the best local optimisation converged.
+        template_: `ShapeSpec`. Carries the most common `num_heads` and
+            `patch_size` of the runs (other fields are placeholders).
+
     Example:
 
     ```python
@@ -488,7 +499,7 @@ class _Search:
             width, depth, mlp_dim, self.template.patch_size,
             self.template.num_heads,
         )
-        for k, dim in enumerate(SCALED_DIMS):
+        for dim in SCALED_DIMS:
             lo, hi = self.bounds[dim]
             if not lo <= getattr(shape, dim) <= hi:
                 return None
