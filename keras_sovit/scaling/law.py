@@ -90,6 +90,7 @@ class ShapeLaw:
     Example:
 
     ```python
+    import numpy as np
     truth = keras_sovit.scaling.ShapeLaw.from_params(dict(
         alpha=2.0, a=0.5, beta=0.01, b=1.0, xi=1.0, eps=0.1, c=0.65))
     x = np.repeat([8.0, 10, 12, 16, 20, 24], 3)
@@ -363,8 +364,11 @@ class StarSweepFit:
     Example:
 
     ```python
-    fit = keras_sovit.scaling.fit_star_sweep(results, center)
+    results = keras_sovit.scaling.simulate_star(noise=0.01, seed=0)
+    center = keras_sovit.ShapeSpec(1968, 40, 6144, 16, patch_size=14)
+    fit = keras_sovit.scaling.fit_star_sweep(results, center, n_bootstrap=20)
     fit.exponents  # {"width": ..., "depth": ..., "mlp_dim": ...}
+    fit.intervals  # 90% bootstrap intervals
     fit.optimal("mlp_dim", 1e12)
     state = fit.to_dict()
     again = keras_sovit.scaling.StarSweepFit.from_dict(state)
@@ -749,8 +753,22 @@ def _fit_dims(
         law.huber_delta_ = out["f_scale"]
         x, t, y, fit_mask = data[dim]
         law._set_diagnostics(x[fit_mask], t[fit_mask], y[fit_mask], [])
+        law.params_at_bounds_ = _bound_names(out, j, shared_c)
         laws[dim] = law
     return laws
+
+
+def _bound_names(out, group, shared_c):
+    """Names of one group's parameters that ended at their bounds."""
+    n_coef = _varpro.N_COEF
+    n_params = len(out["p"])
+    names = []
+    for index in out["at_bounds"]:
+        if index == n_params - 1 and index >= n_coef * (group + 1):
+            names.append("c")
+        elif group * n_coef <= index < (group + 1) * n_coef:
+            names.append(PARAM_NAMES[index - group * n_coef])
+    return names
 
 
 def _bootstrap(
