@@ -342,3 +342,40 @@ def test_distribute_dataset(mirrored_strategy):
     per_replica = mirrored_strategy.run(lambda x, y: tf.reduce_sum(y), (x, y))
     total = mirrored_strategy.reduce("SUM", per_replica, axis=None)
     assert float(total) == 8.0
+
+
+def test_inception_crop_on_a_batch_draws_one_box_per_image():
+    batch = np.stack([_coordinate_image(60)] * 16)
+    crops = keras_sovit.data.inception_crop(batch, 20, seed=[0, 1]).numpy()
+    assert crops.shape == (16, 20, 20, 2)
+    tops = crops[:, 0, 0, 0]
+    assert len(np.unique(tops)) > 4  # Different boxes, not one shared box.
+    np.testing.assert_array_equal(
+        crops[3],
+        keras_sovit.data.inception_crop(batch, 20, seed=[0, 1]).numpy()[3],
+    )
+
+
+def test_variable_size_images_are_cropped_one_by_one():
+    rng = np.random.default_rng(0)
+    sizes = [(20, 30), (28, 28), (40, 24), (33, 35)] * 3
+
+    def gen():
+        for k, (h, w) in enumerate(sizes):
+            yield rng.integers(0, 256, (h, w, 3), dtype=np.uint8), k % 10
+
+    ds = tf.data.Dataset.from_generator(
+        gen,
+        output_signature=(
+            tf.TensorSpec((None, None, 3), tf.uint8),
+            tf.TensorSpec((), tf.int64),
+        ),
+    )
+    for training in (True, False):
+        out = keras_sovit.data.input_pipeline(
+            ds, 16, 4, training, num_classes=10, seed=0, repeat=False
+        )
+        batches = _batches(out)
+        assert [b[0].shape for b in batches] == [(4, 16, 16, 3)] * 3
+        x = np.concatenate([b[0] for b in batches])
+        assert -1.0 <= x.min() and x.max() <= 1.0
