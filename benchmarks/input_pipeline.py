@@ -120,7 +120,9 @@ def main():
     parser.add_argument("--data_dir", default=None)
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--image_size", type=int, default=IMAGE_SIZE)
     args = parser.parse_args()
+    globals()["IMAGE_SIZE"] = args.image_size
 
     data_dir = keras_sovit.data.prepare("animal_mnist", args.data_dir)
     pipeline_rate = pipeline_images_per_second(data_dir, args.batches)

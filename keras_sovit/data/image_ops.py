@@ -66,8 +66,10 @@ def sample_crop_boxes(
     box_h = tf.where(found, tf.gather(box_h, first, batch_dims=1), height)
     box_w = tf.where(found, tf.gather(box_w, first, batch_dims=1), width)
     offsets = tf.random.stateless_uniform(tf.stack([batch, 2]), seeds[2])
-    top = tf.cast(offsets[:, 0] * tf.cast(height - box_h + 1, tf.float32), "int32")
-    left = tf.cast(offsets[:, 1] * tf.cast(width - box_w + 1, tf.float32), "int32")
+    room_h = tf.cast(height - box_h + 1, tf.float32)
+    room_w = tf.cast(width - box_w + 1, tf.float32)
+    top = tf.cast(offsets[:, 0] * room_h, tf.int32)
+    left = tf.cast(offsets[:, 1] * room_w, tf.int32)
     top = tf.minimum(top, height - box_h)
     left = tf.minimum(left, width - box_w)
     return top, left, box_h, box_w

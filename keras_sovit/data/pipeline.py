@@ -199,7 +199,8 @@ def _check_seed(seed):
         or not 0 <= seed < 2**62
     ):
         raise ValueError(
-            f"`seed` must be None or a non-negative int. Received: seed={seed!r}"
+            "`seed` must be None or a non-negative int. "
+            f"Received: seed={seed!r}"
         )
     return int(seed)
 
@@ -266,11 +267,16 @@ def input_pipeline(
     central crop with the output's aspect ratio, resized to `image_size`,
     one pass, no randomness.
 
-    Randomness is stateless per example (seeded by `seed` and the example's
-    position in the stream), so two pipelines with the same `seed` yield
-    identical batches, whatever the number of parallel calls. Keras
-    augmentation layers keep their own seed state: with a `seed`, they run
-    sequentially so that they stay reproducible too.
+    Same-size images (tfds `Image` features with a fixed shape, such as
+    `animal_mnist` or `cifar10`) are cropped and flipped a whole batch at a
+    time with one box per image; variable-size or encoded images (such as
+    `imagenet2012`) are decoded and cropped one by one before batching.
+    Crop and flip randomness is stateless, keyed by `seed` and the
+    position in the stream, so two pipelines with the same `seed` yield
+    identical batches whatever the parallelism. Keras augmentation layers
+    (RandAugment, MixUp, CutMix, user layers) keep their own seed state, so
+    they run sequentially and replay exactly when freshly built with the
+    same seed.
 
     Args:
         ds: `tf.data.Dataset` of `(image, label)` pairs or of dicts with
@@ -508,4 +514,5 @@ def _augment_batches(
 
 def _mix(mixer, images, labels):
     out = mixer({"images": images, "labels": labels})
-    return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+    images = tf.cast(out["images"], tf.float32)
+    return images, tf.cast(out["labels"], tf.float32)

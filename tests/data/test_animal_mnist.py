@@ -71,16 +71,21 @@ def test_split_indices_are_a_stratified_partition():
     assert not np.array_equal(parts["test"], other["test"])
 
 
+def _mtimes(folder):
+    return {
+        f: os.stat(os.path.join(folder, f)).st_mtime for f in os.listdir(folder)
+    }
+
+
 def test_prepare_is_idempotent(animal_mnist_dir):
     folder = os.path.join(animal_mnist_dir, "animal_mnist", "1.0.0")
-    before = {f: os.stat(os.path.join(folder, f)).st_mtime for f in os.listdir(folder)}  # fmt: skip
+    before = _mtimes(folder)
     start = time.perf_counter()
     assert keras_sovit.data.prepare("animal_mnist", animal_mnist_dir) == (
         animal_mnist_dir
     )
     assert time.perf_counter() - start < 2.0
-    after = {f: os.stat(os.path.join(folder, f)).st_mtime for f in os.listdir(folder)}  # fmt: skip
-    assert before == after
+    assert _mtimes(folder) == before
 
 
 def test_prepare_races_between_two_processes(tmp_path):
@@ -179,7 +184,9 @@ class KerasSovitTestNoImage(tfds.core.GeneratorBasedBuilder):
             builder=self,
             features=tfds.features.FeaturesDict(
                 {
-                    "values": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+                    "values": tfds.features.Tensor(
+                        shape=(3,), dtype=np.float32
+                    ),
                     "label": tfds.features.ClassLabel(num_classes=2),
                 }
             ),
@@ -197,4 +204,6 @@ class KerasSovitTestNoImage(tfds.core.GeneratorBasedBuilder):
 def test_dataset_without_image_feature_is_rejected(tmp_path):
     KerasSovitTestNoImage(data_dir=str(tmp_path)).download_and_prepare()
     with pytest.raises(ValueError, match="not an image-classification"):
-        keras_sovit.data.load("keras_sovit_test_no_image", "train", str(tmp_path))
+        keras_sovit.data.load(
+            "keras_sovit_test_no_image", "train", str(tmp_path)
+        )
