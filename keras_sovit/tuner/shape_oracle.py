@@ -1103,13 +1103,15 @@ class ShapeOracle(keras_tuner.Oracle):
             return
         star = results.filter(phase="star")
         plots.plot_star_sweep(
-            self.fit_result, star, os.path.join(directory, "star_sweep.png")
+            self.fit_result, star, os.path.join(directory, "star_sweep.png"),
+            image_size=self.image_size,
         )
         if self.base_shape is not None:
             computes = [self.base_compute, self.target_compute]
             plots.plot_scaling(
                 self.fit_result, self.base_shape, self.base_compute,
                 computes, os.path.join(directory, "scaling.png"),
+                rounding=self.rounding,
             )
 
 

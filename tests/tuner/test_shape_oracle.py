@@ -206,6 +206,8 @@ def test_report_files_are_written(finished):
     )
     # Two checkpoints per completed trial, final trials included.
     assert len(results) == 2 * len(oracle.trials)
+    for name in ("star_sweep.png", "scaling.png"):
+        assert os.path.getsize(os.path.join(directory, name)) > 1000
 
 
 def test_resume_mid_star_and_mid_grid_gives_the_same_proposal(
