@@ -37,7 +37,6 @@ _PAPER_STAR = {
     "depth": (8, 10, 12, 16, 20, 24),
     "mlp_dim": (1088, 1360, 1728, 2160, 2592, 3072),
 }
-_PAPER_X0 = {"width": 608, "depth": 10, "mlp_dim": 928}
 _PAPER_GRID = {
     "width": (416, 512, 608, 768),
     "depth": (6, 8, 10, 12),
@@ -660,7 +659,9 @@ class ShapeOracle(keras_tuner.Oracle):
         return [self._entry("star", s, c) for s, c in plan]
 
     def _grid_plan(self, grid):
-        plan = plan_lib.grid_sweep_plan(grid, self.grid_budget, self._template())
+        plan = plan_lib.grid_sweep_plan(
+            grid, self.grid_budget, self._template()
+        )
         return [self._entry("grid", s, c) for s, c in plan]
 
     def _make_plan(self, phase):
@@ -964,9 +965,6 @@ class ShapeOracle(keras_tuner.Oracle):
                                                self._steps[d]))
                   for d in DIMS}
         return snapped.replace(**values)
-
-    def _snap_dim(self, dim, value):
-        return max(self._steps[dim], _snap(value, self._steps[dim]))
 
     # ------------------------------------------------------------------
     # Validation and final trials.
