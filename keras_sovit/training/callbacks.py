@@ -134,7 +134,9 @@ class ComputeBudget(keras.callbacks.Callback):
     `keras_sovit.training.ExamplesSeen` metric (as `compile_for_pretraining`
     does), whose running count is read from the batch logs; then partial
     batches count exactly and the next batch is assumed as large as the
-    last one.
+    last one. With `steps_per_execution > 1` Keras calls the batch hooks
+    once per execution, so the count stays exact but training can only
+    stop at an execution boundary.
 
     Every epoch's logs get `compute_gflops` and `examples_seen` (totals
     since the start of `fit`). For each compute value in `checkpoints`, the
