@@ -1,0 +1,33 @@
+"""The paper's training recipe: schedule, optimizer setup, compute budgets."""
+
+from keras_sovit.training.callbacks import ComputeBudget
+from keras_sovit.training.callbacks import ExamplesSeen
+from keras_sovit.training.callbacks import steps_for_budget
+from keras_sovit.training.optimizers import AdamWDecayMults
+from keras_sovit.training.optimizers import BigVisionAdafactor
+from keras_sovit.training.recipe import PAPER_RECIPE
+from keras_sovit.training.recipe import SigmoidCrossEntropy
+from keras_sovit.training.recipe import compile_for_pretraining
+from keras_sovit.training.recipe import make_loss
+from keras_sovit.training.recipe import make_optimizer
+from keras_sovit.training.recipe import make_schedule
+from keras_sovit.training.recipe import recipe
+from keras_sovit.training.recipe import set_head_bias
+from keras_sovit.training.schedules import RsqrtSchedule
+
+__all__ = [
+    "AdamWDecayMults",
+    "BigVisionAdafactor",
+    "ComputeBudget",
+    "ExamplesSeen",
+    "PAPER_RECIPE",
+    "RsqrtSchedule",
+    "SigmoidCrossEntropy",
+    "compile_for_pretraining",
+    "make_loss",
+    "make_optimizer",
+    "make_schedule",
+    "recipe",
+    "set_head_bias",
+    "steps_for_budget",
+]

@@ -1,0 +1,162 @@
+import keras
+from keras import ops
+
+from keras_sovit.layers._attention import MlpBlock
+from keras_sovit.layers._attention import MultiHeadDotProductAttention
+from keras_sovit.layers._checks import check_rate
+from keras_sovit.shapes import check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="keras_sovit")
+class EncoderBlock(keras.layers.Layer):
+    """A pre-LayerNorm Transformer encoder block, as in big_vision's ViT.
+
+    `x + Dropout(MHA(LN(x)))`, then `x + Dropout(MLP(LN(x)))`, with
+    LayerNorm epsilon 1e-6, xavier-uniform attention and MLP kernels, MLP
+    biases drawn from normal(stddev=1e-6) and the tanh approximation of
+    GELU. Dropout sits where big_vision puts it: after the attention output,
+    after the GELU inside the MLP and after the MLP output; there is no
+    attention-probability dropout. Optional stochastic depth drops each
+    residual branch per example during training.
+
+    Weight names follow big_vision's `Encoder1DBlock`, so a checkpoint maps
+    by renaming: `LayerNorm_0`, `MultiHeadDotProductAttention_0` (with
+    `query_kernel` (D, H, D/H), `query_bias` (H, D/H), ... `out_kernel`
+    (H, D/H, D), `out_bias` (D,)), `LayerNorm_1`,
+    `MlpBlock_0/Dense_0`, `MlpBlock_0/Dense_1`.
+
+    Args:
+        num_heads: int. Number of attention heads; must divide the width.
+        mlp_dim: int. Hidden size of the MLP.
+        dropout_rate: float. Dropout rate (see above). Defaults to `0.0`.
+        stochastic_depth_rate: float. Probability of dropping each
+            residual branch of an example while training. Defaults to `0.0`.
+        layer_norm_epsilon: float. LayerNorm epsilon. Defaults to `1e-6`.
+        **kwargs: other keyword arguments of `keras.layers.Layer`, such as
+            `name` and `dtype`.
+
+    Call arguments:
+        inputs: float tensor of shape `(batch, tokens, width)`.
+        training: bool. Whether dropout and stochastic depth are active.
+
+    Example:
+
+    ```python
+    import numpy as np
+    block = keras_sovit.layers.EncoderBlock(num_heads=4, mlp_dim=128)
+    y = block(np.zeros((2, 16, 64), "float32"))  # shape (2, 16, 64)
+    ```
+
+    Reference:
+    - [Dosovitskiy et al., 2020](https://arxiv.org/abs/2010.11929)
+    - [Alabdulmohsin et al., 2023](https://arxiv.org/abs/2305.13035)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        mlp_dim,
+        dropout_rate=0.0,
+        stochastic_depth_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("mlp_dim", mlp_dim)
+        check_rate("dropout_rate", dropout_rate)
+        check_rate("stochastic_depth_rate", stochastic_depth_rate)
+
+        # === Config ===
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout_rate = dropout_rate
+        self.stochastic_depth_rate = stochastic_depth_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+        # === Layers ===
+        self.layer_norm_0 = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="LayerNorm_0",
+        )
+        self.attention = MultiHeadDotProductAttention(
+            num_heads,
+            dtype=self.dtype_policy,
+            name="MultiHeadDotProductAttention_0",
+        )
+        self.attention_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=self.dtype_policy, name="attention_dropout"
+        )
+        self.layer_norm_1 = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon,
+            dtype=self.dtype_policy,
+            name="LayerNorm_1",
+        )
+        self.mlp = MlpBlock(
+            mlp_dim,
+            dropout_rate=dropout_rate,
+            dtype=self.dtype_policy,
+            name="MlpBlock_0",
+        )
+        self.mlp_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=self.dtype_policy, name="mlp_dropout"
+        )
+        if stochastic_depth_rate:
+            self.seed_generator = keras.random.SeedGenerator(
+                name="stochastic_depth_seed"
+            )
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                "`EncoderBlock` expects inputs of shape (batch, tokens, "
+                f"width). Received: input_shape={input_shape}"
+            )
+        width = input_shape[-1]
+        if width is None or width % self.num_heads:
+            raise ValueError(
+                "The input width must be divisible by `num_heads`. "
+                f"Received: width={width}, num_heads={self.num_heads}"
+            )
+        self.layer_norm_0.build(input_shape)
+        self.attention.build(input_shape)
+        self.layer_norm_1.build(input_shape)
+        self.mlp.build(input_shape)
+        self.built = True
+
+    def _drop_path(self, x, training):
+        if not (training and self.stochastic_depth_rate):
+            return x
+        keep = 1.0 - self.stochastic_depth_rate
+        mask_shape = (ops.shape(x)[0], 1, 1)
+        mask = keras.random.uniform(
+            mask_shape, dtype=x.dtype, seed=self.seed_generator
+        )
+        mask = ops.cast(mask < keep, x.dtype)
+        return x * mask / ops.cast(keep, x.dtype)
+
+    def call(self, inputs, training=None):
+        y = self.attention(self.layer_norm_0(inputs))
+        y = self.attention_dropout(y, training=training)
+        x = inputs + self._drop_path(y, training)
+        y = self.mlp(self.layer_norm_1(x), training=training)
+        y = self.mlp_dropout(y, training=training)
+        return x + self._drop_path(y, training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "dropout_rate": self.dropout_rate,
+                "stochastic_depth_rate": self.stochastic_depth_rate,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config
+

@@ -1,0 +1,234 @@
+import keras
+from keras import ops
+
+from keras_sovit.layers._checks import check_rate
+from keras_sovit.layers._class_token import ClassToken
+from keras_sovit.layers.encoder_block import EncoderBlock
+from keras_sovit.layers.map_head import MAPHead
+from keras_sovit.layers.patch_embedding import PatchEmbedding
+from keras_sovit.layers.position_embedding import PositionEmbedding
+from keras_sovit.layers.sincos2d_position_embedding import (
+    SinCos2DPositionEmbedding,
+)
+from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="keras_sovit")
+class SoViTBackbone(keras.Model):
+    """A (shape-optimised) Vision Transformer backbone, as in big_vision.
+
+    Patchify stem, position embedding (added before any class token),
+    dropout, `depth` pre-LN encoder blocks, a final LayerNorm and pooling.
+    Every dimension comes from a `keras_sovit.ShapeSpec`, so
+    `backbone.count_params()` equals `shape.num_params(...)`. Shapes are
+    static: the image shape is fixed at construction, which keeps the model
+    compilable by XLA and usable under `tf.distribute.TPUStrategy`.
+
+    Layer names follow big_vision, so a checkpoint maps by renaming keys:
+    `embedding`, `pos_embedding`, `cls`, `encoderblock_{i}` (big_vision's
+    `Transformer/encoderblock_{i}`), `encoder_norm` and `MAPHead_0`.
+    The encoded tokens are available as
+    `backbone.get_layer("encoder_norm").output`.
+
+    Args:
+        shape: `keras_sovit.ShapeSpec`, or a dict of its five fields.
+        image_shape: tuple `(height, width, channels)`. Height and width
+            must be multiples of the patch size. Defaults to
+            `(224, 224, 3)`.
+        pool_type: str. `"map"` (multihead attention pooling), `"gap"`
+            (mean over tokens), `"tok"` (a prepended class token), `"0"`
+            (the first patch token) or `"none"` (return all tokens).
+            Defaults to `"map"`.
+        posemb: str. `"learn"` or `"sincos2d"` (fixed; needs a width
+            divisible by 4). Defaults to `"learn"`.
+        dropout_rate: float. Dropout after the position embedding and
+            inside every block. Defaults to `0.0`.
+        stochastic_depth_rate: float. Stochastic depth rate of the last
+            block; block `i` uses `rate * i / (depth - 1)`. Defaults to
+            `0.0`.
+        name: str. Model name. Defaults to `None`.
+        dtype: dtype or `keras.DTypePolicy` of the layers. Defaults to
+            `None` (the global policy).
+
+    Returns:
+        Pooled features `(batch, width)`, or tokens
+        `(batch, tokens, width)` for `pool_type="none"`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    shape = keras_sovit.ShapeSpec(
+        width=64, depth=2, mlp_dim=128, num_heads=4, patch_size=4
+    )
+    backbone = keras_sovit.models.SoViTBackbone(shape, image_shape=(32, 32, 3))
+    features = backbone(np.zeros((2, 32, 32, 3), "float32"))  # (2, 64)
+    assert backbone.count_params() == shape.num_params(32)
+
+    # A big_vision variant by name; the paper's SoViT-400m/14 is
+    # ShapeSpec.from_variant("So400m/14") (428M parameters).
+    small = keras_sovit.models.SoViTBackbone(
+        keras_sovit.ShapeSpec.from_variant("S/16"),
+        image_shape=(224, 224, 3),
+        posemb="sincos2d",
+    )
+    tokens = keras.Model(
+        small.input, small.get_layer("encoder_norm").output
+    )  # (batch, 196, 384) encoded tokens
+    ```
+
+    Reference:
+    - [Alabdulmohsin et al., 2023](https://arxiv.org/abs/2305.13035)
+    """
+
+    def __init__(
+        self,
+        shape,
+        image_shape=(224, 224, 3),
+        pool_type="map",
+        posemb="learn",
+        dropout_rate=0.0,
+        stochastic_depth_rate=0.0,
+        name=None,
+        dtype=None,
+        **kwargs,
+    ):
+        spec = as_shape_spec(shape)
+        image_shape = check_image_shape(image_shape)
+        # Validates pool_type, posemb and the image size against the patch
+        # size with ValueErrors, before any framework code runs.
+        spec.num_params(
+            image_size=image_shape[:2],
+            pool_type=pool_type,
+            posemb=posemb,
+            channels=image_shape[2],
+        )
+        check_rate("dropout_rate", dropout_rate)
+        check_rate("stochastic_depth_rate", stochastic_depth_rate)
+        grid = (
+            image_shape[0] // spec.patch_size,
+            image_shape[1] // spec.patch_size,
+        )
+
+        # === Layers ===
+        self.patch_embedding = PatchEmbedding(
+            spec.width, spec.patch_size, dtype=dtype, name="embedding"
+        )
+        if posemb == "learn":
+            self.position_embedding = PositionEmbedding(
+                dtype=dtype, name="pos_embedding"
+            )
+        else:
+            self.position_embedding = SinCos2DPositionEmbedding(
+                grid_size=grid, dtype=dtype, name="pos_embedding"
+            )
+        self.class_token = None
+        if pool_type == "tok":
+            self.class_token = ClassToken(dtype=dtype, name="cls")
+        self.embedding_dropout = keras.layers.Dropout(
+            dropout_rate, dtype=dtype, name="dropout"
+        )
+        self.encoder_blocks = [
+            EncoderBlock(
+                spec.num_heads,
+                spec.mlp_dim,
+                dropout_rate=dropout_rate,
+                stochastic_depth_rate=_block_rate(
+                    stochastic_depth_rate, i, spec.depth
+                ),
+                dtype=dtype,
+                name=f"encoderblock_{i}",
+            )
+            for i in range(spec.depth)
+        ]
+        self.encoder_norm = keras.layers.LayerNormalization(
+            epsilon=1e-6, dtype=dtype, name="encoder_norm"
+        )
+        self.map_head = None
+        if pool_type == "map":
+            self.map_head = MAPHead(
+                spec.num_heads, spec.mlp_dim, dtype=dtype, name="MAPHead_0"
+            )
+
+        # === Functional Model ===
+        images = keras.Input(shape=image_shape, name="images")
+        x = self.patch_embedding(images)
+        x = self.position_embedding(x)
+        if self.class_token is not None:
+            x = self.class_token(x)
+        x = self.embedding_dropout(x)
+        for block in self.encoder_blocks:
+            x = block(x)
+        x = self.encoder_norm(x)
+        if pool_type == "map":
+            x = self.map_head(x)
+        elif pool_type == "gap":
+            x = ops.mean(x, axis=1)
+        elif pool_type in ("0", "tok"):
+            x = x[:, 0]
+        super().__init__(
+            inputs=images, outputs=x, name=name, dtype=dtype, **kwargs
+        )
+
+        # === Config ===
+        self.shape_spec = spec
+        self.image_shape = image_shape
+        self.pool_type = pool_type
+        self.posemb = posemb
+        self.dropout_rate = dropout_rate
+        self.stochastic_depth_rate = stochastic_depth_rate
+
+    def get_config(self):
+        return {
+            "shape": self.shape_spec.to_dict(),
+            "image_shape": self.image_shape,
+            "pool_type": self.pool_type,
+            "posemb": self.posemb,
+            "dropout_rate": self.dropout_rate,
+            "stochastic_depth_rate": self.stochastic_depth_rate,
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(
+                config["dtype"]
+            )
+        return cls(**config)
+
+
+def as_shape_spec(shape):
+    """A `ShapeSpec` from a `ShapeSpec` or a dict of its fields."""
+    if isinstance(shape, ShapeSpec):
+        return shape
+    if isinstance(shape, dict):
+        return ShapeSpec.from_dict(shape)
+    raise ValueError(
+        "`shape` must be a keras_sovit.ShapeSpec or a dict of its fields. "
+        f"Received: shape={shape!r}"
+    )
+
+
+def check_image_shape(image_shape):
+    """Validates a static `(height, width, channels)` tuple."""
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(
+            "`image_shape` must be a (height, width, channels) tuple. "
+            f"Received: image_shape={image_shape!r}"
+        )
+    for value in image_shape:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                "`image_shape` must hold three positive integers (static "
+                f"shapes only). Received: image_shape={image_shape!r}"
+            )
+    return tuple(check_positive_int("image_shape", v) for v in image_shape)
+
+
+def _block_rate(rate, index, depth):
+    return rate * index / (depth - 1) if depth > 1 else rate

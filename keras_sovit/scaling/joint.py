@@ -1,0 +1,705 @@
+"""A joint scaling law over all shape dimensions and its exact optimum.
+
+Beyond the paper: instead of the w_k = 1/D rule, fit one law to every
+observation (star sweep and grid sweep together) and search the integer
+shape whose predicted loss is lowest at a target compute, with examples
+seen = compute / forward GFLOPs of each candidate shape.
+"""
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+from scipy import optimize
+
+from keras_sovit.scaling.plan import SCALED_DIMS
+from keras_sovit.scaling.plan import Rounding
+from keras_sovit.shapes import POOL_TYPES
+from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_choice
+
+FORMS = ("decomposable", "data_limited")
+
+# Search ranges for the exponents (a_k, b_k, c), in the fit's own terms.
+_A_BOUNDS = (0.02, 3.0)
+_B_BOUNDS = (0.02, 3.0)
+_C_BOUNDS = (0.05, 2.0)
+
+
+def _exponent_bounds(form):
+    if form == "decomposable":
+        bounds = [_A_BOUNDS] * 3 + [_B_BOUNDS] * 3 + [_C_BOUNDS]
+    else:
+        bounds = [_A_BOUNDS] * 3 + [_C_BOUNDS]
+    lo, hi = np.array(bounds).T
+    return np.log(lo), np.log(hi)
+
+
+def _n_params(form):
+    return 15 if form == "decomposable" else 9
+
+
+def _features(form, exps, x, t, examples):
+    """Design matrix; the law is this matrix times non-negative weights.
+
+    `x` is (n, 3) width/depth/mlp_dim, `t` compute, `examples` t / GFLOPs,
+    all already divided by their reference values.
+    """
+    a = exps[:3]
+    cols = [x[:, k] ** -a[k] for k in range(3)]
+    if form == "decomposable":
+        b, c = exps[3:6], exps[6]
+        tc = t ** -c
+        cols += [x[:, k] ** b[k] * tc for k in range(3)]
+        cols += [tc]
+    else:
+        cols += [examples ** -exps[3]]
+    cols.append(np.ones_like(t))
+    return np.stack(cols, axis=1)
+
+
+def _solve_weights(phi, y):
+    """Non-negative weights minimising the relative error (projection)."""
+    design = phi / y[:, None]
+    scale = np.linalg.norm(design, axis=0)
+    scale[scale == 0] = 1.0
+    weights, _ = optimize.nnls(design / scale, np.ones_like(y))
+    return weights / scale
+
+
+def _residuals(log_exps, form, x, t, examples, y):
+    phi = _features(form, np.exp(log_exps), x, t, examples)
+    weights = _solve_weights(phi, y)
+    return phi @ weights / y - 1.0
+
+
+def _fit_form(form, x, t, examples, y, n_starts, n_candidates, rng):
+    """Variable projection: exponents by least squares, weights by NNLS."""
+    lo, hi = _exponent_bounds(form)
+    candidates = rng.uniform(lo, hi, size=(n_candidates, lo.size))
+    scores = [
+        np.sum(_residuals(c, form, x, t, examples, y) ** 2)
+        for c in candidates
+    ]
+    best = None
+    for start in candidates[np.argsort(scores)[:n_starts]]:
+        result = optimize.least_squares(
+            _residuals,
+            start,
+            bounds=(lo, hi),
+            args=(form, x, t, examples, y),
+            x_scale=1.0,
+            max_nfev=400,
+        )
+        if best is None or result.cost < best.cost:
+            best = result
+    exps = np.exp(best.x)
+    weights = _solve_weights(_features(form, exps, x, t, examples), y)
+    return exps, weights, bool(best.status > 0)
+
+
+def _to_params(form, exps, weights, ref):
+    """Converts normalised exponents/weights to the original units."""
+    xr, tr, er = ref["x"], ref["t"], ref["examples"]
+    a = exps[:3]
+    params = {
+        "alpha": {
+            d: float(weights[k] * xr[k] ** a[k])
+            for k, d in enumerate(SCALED_DIMS)
+        },
+        "a": {d: float(a[k]) for k, d in enumerate(SCALED_DIMS)},
+    }
+    if form == "decomposable":
+        b, c = exps[3:6], exps[6]
+        params["beta"] = {
+            d: float(weights[3 + k] * xr[k] ** -b[k] * tr**c)
+            for k, d in enumerate(SCALED_DIMS)
+        }
+        params["b"] = {d: float(b[k]) for k, d in enumerate(SCALED_DIMS)}
+        params["xi"] = float(weights[6] * tr**c)
+        params["c"] = float(c)
+    else:
+        c = exps[3]
+        params["B"] = float(weights[3] * er**c)
+        params["c"] = float(c)
+    params["eps"] = float(weights[-1])
+    return params
+
+
+def _law_value(form, params, x, t, examples):
+    """The law in original units; x is (n, 3), t and examples (n,)."""
+    total = params["eps"] + sum(
+        params["alpha"][d] * x[:, k] ** -params["a"][d]
+        for k, d in enumerate(SCALED_DIMS)
+    )
+    c = params["c"]
+    if form == "decomposable":
+        amp = params["xi"] + sum(
+            params["beta"][d] * x[:, k] ** params["b"][d]
+            for k, d in enumerate(SCALED_DIMS)
+        )
+        return total + amp * t**-c
+    return total + params["B"] * examples**-c
+
+
+class JointLaw:
+    """A scaling law over width, depth and MLP size, fitted to all runs.
+
+    Two forms are offered, both linear in non-negative coefficients once
+    the exponents are fixed:
+
+    - `"decomposable"`, the paper's Eq. (3):
+      f(x, t) = Σ_k α_k x_k^(−a_k) + (Σ_k β_k x_k^(b_k) + ξ) t^(−c) + ε.
+    - `"data_limited"`, in the Chinchilla spirit:
+      f(x, t) = Σ_k α_k x_k^(−a_k) + B (t / GFLOPs(x))^(−c) + ε,
+      where t / GFLOPs(x) is the number of examples seen.
+
+    `fit` minimises the relative error (the paper's criterion) by variable
+    projection: the exponents are searched with `scipy.optimize.
+    least_squares` from the best of many random starts, and for each
+    candidate the coefficients solve a non-negative least-squares problem.
+    With `form="auto"` both forms are fitted on all but the largest-compute
+    points and the one that extrapolates to them best (mean absolute
+    relative error) is refitted on all data.
+
+    Args:
+        form: str. `"auto"`, `"decomposable"` or `"data_limited"`.
+            Defaults to `"auto"`.
+        image_size: int or (height, width). Image size for the GFLOPs of
+            each shape. Defaults to `224`.
+        pool_type: str. Pooling head counted in GFLOPs. Defaults to
+            `"map"`.
+        holdout_fraction: float. Fraction of points, those with the
+            largest compute, held out to choose the form. Defaults to
+            `0.25`.
+        n_starts: int. Local optimisations per fit. Defaults to `8`.
+        n_candidates: int. Random exponent vectors scored to pick the
+            starts. Defaults to `256`.
+        random_state: int. Seed of the multi-start. Defaults to `0`.
+        metric_name: str or None. Metric to fit when results mix several.
+            Defaults to `None`.
+
+    Fitted attributes:
+        form_: str. The form kept.
+        params_: dict. Its parameters in original units (`alpha`, `a`,
+            and `beta`, `b`, `xi` or `B`; `c`, `eps`).
+        holdout_error_: dict. Mean |relative error| on the held-out
+            largest-compute points, per form (empty for a fixed form).
+        train_error_: float. Mean |relative error| of the final fit.
+        converged_: bool. Whether the best local optimisation converged.
+        template_: `ShapeSpec`. Carries the most common `num_heads` and
+            `patch_size` of the runs (other fields are placeholders).
+
+    Example:
+
+    ```python
+    from keras_sovit.scaling.joint import JointLaw
+    rows = []
+    for w in (32, 48, 64, 96):
+        for d in (2, 3, 4, 6):
+            shape = keras_sovit.ShapeSpec(w, d, 4 * w, 4, 4)
+            for t in (1e3, 4e3, 1.6e4):
+                ex = t / shape.gflops(32)
+                rows.append({**shape.to_dict(), "compute_gflops": t,
+                             "metric_name": "err",
+                             "metric_value": 0.1 + 2 * w**-0.5
+                             + 0.5 * d**-0.7 + 30 * ex**-0.5})
+    law = JointLaw(image_size=32).fit(rows)
+    law.form_  # "data_limited"
+    ```
+    """
+
+    def __init__(
+        self,
+        form="auto",
+        image_size=224,
+        pool_type="map",
+        holdout_fraction=0.25,
+        n_starts=8,
+        n_candidates=256,
+        random_state=0,
+        metric_name=None,
+    ):
+        self.form = form
+        self.image_size = image_size
+        self.pool_type = pool_type
+        self.holdout_fraction = holdout_fraction
+        self.n_starts = n_starts
+        self.n_candidates = n_candidates
+        self.random_state = random_state
+        self.metric_name = metric_name
+
+    def get_params(self, deep=True):
+        return {
+            k: getattr(self, k)
+            for k in (
+                "form", "image_size", "pool_type", "holdout_fraction",
+                "n_starts", "n_candidates", "random_state", "metric_name",
+            )
+        }
+
+    def set_params(self, **params):
+        for key, value in params.items():
+            if key not in self.get_params():
+                raise ValueError(f"Unknown parameter {key!r}.")
+            setattr(self, key, value)
+        return self
+
+    def _validate(self):
+        check_choice("form", self.form, ("auto",) + FORMS)
+        check_choice("pool_type", self.pool_type, POOL_TYPES)
+        frac = self.holdout_fraction
+        if isinstance(frac, bool) or not isinstance(
+            frac, numbers.Real
+        ) or not 0 < frac < 1:
+            raise ValueError(
+                "`holdout_fraction` must be in (0, 1). "
+                f"Received: holdout_fraction={frac!r}"
+            )
+        for name in ("n_starts", "n_candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(
+                value, numbers.Integral
+            ) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer. "
+                    f"Received: {name}={value!r}"
+                )
+
+    def _arrays(self, results):
+        rows = list(results)
+        if self.metric_name is not None:
+            rows = [r for r in rows if r["metric_name"] == self.metric_name]
+        names = {r.get("metric_name") for r in rows}
+        if len(names) > 1:
+            raise ValueError(
+                f"`results` mixes metrics {sorted(map(str, names))}; set "
+                "`metric_name`."
+            )
+        shapes = [ShapeSpec.from_dict(r) for r in rows]
+        t = np.array([float(r["compute_gflops"]) for r in rows])
+        y = np.array([float(r["metric_value"]) for r in rows])
+        if not np.all(np.isfinite(t) & (t > 0)):
+            raise ValueError(
+                "`results` must have positive finite compute_gflops. "
+                f"Received: {t[~(np.isfinite(t) & (t > 0))][:3]}"
+            )
+        if not np.all(np.isfinite(y) & (y > 0)):
+            raise ValueError(
+                "`results` must have positive finite metric values (the fit "
+                f"uses relative errors). Received: "
+                f"{y[~(np.isfinite(y) & (y > 0))][:3]}"
+            )
+        return shapes, t, y
+
+    def _design(self, shapes):
+        x = np.array(
+            [[getattr(s, d) for d in SCALED_DIMS] for s in shapes], float
+        )
+        gflops = np.array([self._gflops(s) for s in shapes])
+        return x, gflops
+
+    def _gflops(self, shape):
+        return shape.gflops(self.image_size, pool_type=self.pool_type)
+
+    def _fit_one(self, form, x, t, examples, y, rng):
+        ref = {
+            "x": np.exp(np.log(x).mean(axis=0)),
+            "t": float(np.exp(np.log(t).mean())),
+            "examples": float(np.exp(np.log(examples).mean())),
+        }
+        exps, weights, converged = _fit_form(
+            form,
+            x / ref["x"],
+            t / ref["t"],
+            examples / ref["examples"],
+            y,
+            self.n_starts,
+            self.n_candidates,
+            rng,
+        )
+        return _to_params(form, exps, weights, ref), converged
+
+    def fit(self, results):
+        """Fits the law to `SweepResults` or an iterable of row dicts."""
+        self._validate()
+        shapes, t, y = self._arrays(results)
+        forms = FORMS if self.form == "auto" else (self.form,)
+        needed = max(_n_params(f) for f in forms)
+        if len(y) < needed + 2:
+            raise ValueError(
+                f"`results` has {len(y)} usable rows; the joint law needs "
+                f"at least {needed + 2} (form={self.form!r})."
+            )
+        x, gflops = self._design(shapes)
+        examples = t / gflops
+        rng = np.random.default_rng(self.random_state)
+        self.holdout_error_ = {}
+        if len(forms) > 1:
+            cut = np.quantile(t, 1.0 - self.holdout_fraction)
+            test = t >= cut
+            train = ~test
+            if train.sum() < needed + 2 or test.sum() < 1:
+                raise ValueError(
+                    "Too few points to hold out the largest-compute "
+                    f"fraction {self.holdout_fraction}; pass a fixed `form`."
+                )
+            for form in forms:
+                params, _ = self._fit_one(
+                    form, x[train], t[train], examples[train], y[train], rng
+                )
+                pred = _law_value(
+                    form, params, x[test], t[test], examples[test]
+                )
+                self.holdout_error_[form] = float(
+                    np.mean(np.abs(pred / y[test] - 1.0))
+                )
+            form = min(self.holdout_error_, key=self.holdout_error_.get)
+        else:
+            form = forms[0]
+        self.params_, self.converged_ = self._fit_one(
+            form, x, t, examples, y, rng
+        )
+        self.form_ = form
+        pred = _law_value(form, self.params_, x, t, examples)
+        self.train_error_ = float(np.mean(np.abs(pred / y - 1.0)))
+        if not self.converged_:
+            warnings.warn(
+                f"JointLaw ({form}) fit did not converge; see `converged_`.",
+                RuntimeWarning,
+            )
+        counts = {}
+        for s in shapes:
+            key = (s.num_heads, s.patch_size)
+            counts[key] = counts.get(key, 0) + 1
+        heads, patch = max(counts, key=counts.get)
+        self.template_ = ShapeSpec(heads * 16, 1, 16, heads, patch)
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "params_"):
+            raise ValueError(
+                "This JointLaw is not fitted yet; call `fit(results)` first."
+            )
+
+    def predict(self, shapes, compute_gflops):
+        """Predicted metric of shape(s) trained for `compute_gflops`.
+
+        Args:
+            shapes: a `ShapeSpec` or a list of them.
+            compute_gflops: float or array broadcastable to the shapes.
+
+        Returns:
+            A float for one shape and a scalar compute, else an array.
+        """
+        self._check_fitted()
+        single = isinstance(shapes, ShapeSpec)
+        shape_list = [shapes] if single else list(shapes)
+        for s in shape_list:
+            if not isinstance(s, ShapeSpec):
+                raise ValueError(
+                    f"`shapes` must be ShapeSpec(s). Received: {s!r}"
+                )
+        t = np.asarray(compute_gflops, dtype=float)
+        if np.any(~np.isfinite(t) | (t <= 0)):
+            raise ValueError(
+                "`compute_gflops` must be positive and finite. "
+                f"Received: compute_gflops={compute_gflops!r}"
+            )
+        x, gflops = self._design(shape_list)
+        t_b = np.broadcast_to(t, (len(shape_list),)) if t.ndim <= 1 else t
+        values = _law_value(self.form_, self.params_, x, t_b, t_b / gflops)
+        if single and t.ndim == 0:
+            return float(values[0])
+        return values
+
+    def _predict_arrays(self, x, gflops, t):
+        return _law_value(self.form_, self.params_, x, t, t / gflops)
+
+    def to_dict(self):
+        """JSON-safe state (constructor arguments and fitted values)."""
+        self._check_fitted()
+        state = self.get_params()
+        if isinstance(state["image_size"], tuple):
+            state["image_size"] = list(state["image_size"])
+        state.update(
+            form_=self.form_,
+            params_=self.params_,
+            holdout_error_=dict(getattr(self, "holdout_error_", {})),
+            converged_=bool(getattr(self, "converged_", True)),
+            train_error_=getattr(self, "train_error_", None),
+            template_=self.template_.to_dict(),
+        )
+        return state
+
+    @classmethod
+    def from_dict(cls, state):
+        """Rebuilds a fitted `JointLaw` from `to_dict()` output."""
+        state = dict(state)
+        fitted = {k: state.pop(k) for k in list(state) if k.endswith("_")}
+        if "form_" not in fitted or "params_" not in fitted:
+            raise ValueError(
+                "`state` must come from JointLaw.to_dict(); missing "
+                "'form_' or 'params_'."
+            )
+        if isinstance(state.get("image_size"), list):
+            state["image_size"] = tuple(state["image_size"])
+        law = cls(**state)
+        for key, value in fitted.items():
+            setattr(law, key, value)
+        law.template_ = ShapeSpec.from_dict(fitted["template_"])
+        return law
+
+
+_DEFAULT_BOUNDS = {"width": (16, 16384), "depth": (1, 256),
+                   "mlp_dim": (16, 65536)}
+
+
+def _check_constraints(constraints):
+    constraints = dict(constraints or {})
+    unknown = set(constraints) - set(SCALED_DIMS) - {"max_params"}
+    if unknown:
+        raise ValueError(
+            "`constraints` keys must be among "
+            f"{list(SCALED_DIMS) + ['max_params']}. Received: "
+            f"{sorted(unknown)}"
+        )
+    bounds = {}
+    for dim in SCALED_DIMS:
+        lo, hi = constraints.get(dim, _DEFAULT_BOUNDS[dim])
+        if not (0 < lo <= hi):
+            raise ValueError(
+                f"`constraints[{dim!r}]` must be (lo, hi) with "
+                f"0 < lo <= hi. Received: {(lo, hi)!r}"
+            )
+        bounds[dim] = (float(lo), float(hi))
+    max_params = constraints.get("max_params")
+    if max_params is not None and not max_params > 0:
+        raise ValueError(
+            "`constraints['max_params']` must be positive. "
+            f"Received: {max_params!r}"
+        )
+    return bounds, max_params
+
+
+class _Search:
+    """Evaluates snapped candidate shapes with exact GFLOPs, cached."""
+
+    def __init__(self, law, t, image_size, rounding, template, bounds,
+                 max_params):
+        self.law, self.t = law, t
+        self.image_size, self.rounding = image_size, rounding
+        self.template, self.bounds = template, bounds
+        self.max_params = max_params
+        self.cache = {}
+
+    def snap(self, width, depth, mlp_dim):
+        shape = self.rounding.snap(
+            width, depth, mlp_dim, self.template.patch_size,
+            self.template.num_heads,
+        )
+        for dim in SCALED_DIMS:
+            lo, hi = self.bounds[dim]
+            if not lo <= getattr(shape, dim) <= hi:
+                return None
+        return shape
+
+    def loss(self, shape):
+        if shape is None:
+            return np.inf
+        if shape not in self.cache:
+            value = np.inf
+            if self.max_params is None or shape.num_params(
+                self.image_size, pool_type=self.law.pool_type
+            ) <= self.max_params:
+                gflops = shape.gflops(
+                    self.image_size, pool_type=self.law.pool_type
+                )
+                x = np.array([[shape.width, shape.depth, shape.mlp_dim]],
+                             float)
+                value = float(self.law._predict_arrays(
+                    x, np.array([gflops]), np.array([self.t])
+                )[0])
+            self.cache[shape] = value
+        return self.cache[shape]
+
+
+def _coarse(search, points):
+    """Vectorised scan of a log grid; returns the best few shapes."""
+    axes = [
+        np.unique(np.geomspace(*search.bounds[d], points))
+        for d in SCALED_DIMS
+    ]
+    depth_axis = np.unique(np.maximum(1, np.round(axes[1])))
+    pairs = {}
+    for w in axes[0]:
+        for m in axes[2]:
+            shape = search.snap(w, search.bounds["depth"][0], m)
+            if shape is not None:
+                shape = shape.replace(depth=1)
+                pairs[(shape.width, shape.mlp_dim)] = shape
+    law, size, pool = search.law, search.image_size, search.law.pool_type
+    rows = []
+    for (w, m), base in pairs.items():
+        g1 = base.gflops(size, pool_type=pool)
+        g2 = base.replace(depth=2).gflops(size, pool_type=pool)
+        p1 = base.num_params(size, pool_type=pool)
+        p2 = base.replace(depth=2).num_params(size, pool_type=pool)
+        for d in depth_axis:
+            rows.append((w, d, m, g1 + (d - 1) * (g2 - g1),
+                         p1 + (d - 1) * (p2 - p1)))
+    rows = np.array(rows, float)
+    lo, hi = search.bounds["depth"]
+    keep = (rows[:, 1] >= lo) & (rows[:, 1] <= hi)
+    if search.max_params is not None:
+        keep &= rows[:, 4] <= search.max_params
+    rows = rows[keep]
+    if not len(rows):
+        raise ValueError(
+            "No shape satisfies `constraints` and `rounding`; widen them."
+        )
+    values = law._predict_arrays(
+        rows[:, :3], rows[:, 3], np.full(len(rows), search.t)
+    )
+    order = np.argsort(values)[:5]
+    return [search.snap(*rows[i, :3]) for i in order]
+
+
+def _refine(search, shape):
+    """Integer coordinate descent with shrinking steps."""
+    best, best_loss = shape, search.loss(shape)
+    steps = [64, 16, 4, 2, 1]
+    for step in steps:
+        improved = True
+        while improved:
+            improved = False
+            for dim in SCALED_DIMS:
+                unit = {
+                    "width": search.rounding.width_step(
+                        best.width, search.template.num_heads
+                    ),
+                    "depth": search.rounding.depth_multiple,
+                    "mlp_dim": search.rounding.mlp_multiple,
+                }[dim]
+                for sign in (-1, 1):
+                    values = {d: getattr(best, d) for d in SCALED_DIMS}
+                    values[dim] = values[dim] + sign * step * unit
+                    if values[dim] <= 0:
+                        continue
+                    cand = search.snap(
+                        values["width"], values["depth"], values["mlp_dim"]
+                    )
+                    loss = search.loss(cand)
+                    if loss < best_loss - 1e-15:
+                        best, best_loss, improved = cand, loss, True
+    return best, best_loss
+
+
+def optimal_shape(
+    joint_law,
+    target_compute,
+    image_size=None,
+    rounding=None,
+    constraints=None,
+    template=None,
+    grid_points=40,
+):
+    """The integer shape a `JointLaw` predicts best at a compute budget.
+
+    Every candidate is trained on examples = `target_compute` / its exact
+    forward GFLOPs (`ShapeSpec.gflops`). The search scans a log-spaced grid
+    of (width, depth, mlp_dim), snapped by `rounding`, then refines the
+    best few candidates by integer coordinate descent. A warning is raised
+    when the answer lies on a bound of the search box.
+
+    Args:
+        joint_law: a fitted `JointLaw`.
+        target_compute: float. Compute budget in GFLOPs.
+        image_size: int, (height, width) or None. Defaults to `None` (the
+            law's image size).
+        rounding: `Rounding` or None. Defaults to `None` (`Rounding()`:
+            multiples of 16 with the template's head count).
+        constraints: dict or None. `{"width": (lo, hi), "depth": (lo, hi),
+            "mlp_dim": (lo, hi), "max_params": n}`, any subset. Defaults to
+            `None` (wide default bounds).
+        template: `ShapeSpec` or None. Supplies `num_heads` and
+            `patch_size`. Defaults to `None` (the most common in the fit).
+        grid_points: int. Points per dimension of the coarse grid.
+            Defaults to `40`.
+
+    Returns:
+        The best `ShapeSpec`.
+
+    Example:
+
+    ```python
+    from keras_sovit.scaling.joint import JointLaw, optimal_shape
+    law = JointLaw.from_dict({
+        "form": "data_limited", "image_size": 224, "pool_type": "map",
+        "form_": "data_limited", "template_": keras_sovit.ShapeSpec(
+            64, 1, 16, 4, 16).to_dict(),
+        "params_": {"alpha": {"width": 3.0, "depth": 0.5, "mlp_dim": 3.0},
+                    "a": {"width": 0.5, "depth": 0.7, "mlp_dim": 0.5},
+                    "B": 20.0, "c": 0.5, "eps": 0.1},
+    })
+    optimal_shape(law, 1e6)  # ShapeSpec(528, 17, 2240, 4, 16)
+    ```
+    """
+    if not isinstance(joint_law, JointLaw):
+        raise ValueError(
+            f"`joint_law` must be a JointLaw. Received: {joint_law!r}"
+        )
+    joint_law._check_fitted()
+    if isinstance(target_compute, bool) or not isinstance(
+        target_compute, numbers.Real
+    ) or not (math.isfinite(target_compute) and target_compute > 0):
+        raise ValueError(
+            "`target_compute` must be a positive number of GFLOPs. "
+            f"Received: target_compute={target_compute!r}"
+        )
+    if rounding is None:
+        rounding = Rounding()
+    if not isinstance(rounding, Rounding):
+        raise ValueError(
+            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
+        )
+    template = template or joint_law.template_
+    if not isinstance(template, ShapeSpec):
+        raise ValueError(
+            f"`template` must be a ShapeSpec. Received: template={template!r}"
+        )
+    bounds, max_params = _check_constraints(constraints)
+    search = _Search(
+        joint_law,
+        float(target_compute),
+        joint_law.image_size if image_size is None else image_size,
+        rounding,
+        template,
+        bounds,
+        max_params,
+    )
+    best, best_loss = None, np.inf
+    for seed in _coarse(search, grid_points):
+        shape, loss = _refine(search, seed)
+        if loss < best_loss:
+            best, best_loss = shape, loss
+    _warn_on_bounds(best, search, rounding, template)
+    return best
+
+
+def _warn_on_bounds(shape, search, rounding, template):
+    for dim in SCALED_DIMS:
+        lo, hi = search.bounds[dim]
+        unit = {
+            "width": rounding.width_step(shape.width, template.num_heads),
+            "depth": rounding.depth_multiple,
+            "mlp_dim": rounding.mlp_multiple,
+        }[dim]
+        value = getattr(shape, dim)
+        if value - unit < lo or value + unit > hi:
+            warnings.warn(
+                f"optimal_shape: {dim}={value} lies on the search bound "
+                f"{(int(lo), int(hi))}; widen `constraints[{dim!r}]`.",
+                RuntimeWarning,
+            )

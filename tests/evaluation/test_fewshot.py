@@ -1,0 +1,244 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sovit.evaluation import FewShotEvaluator
+from keras_sovit.evaluation import fewshot_error
+
+
+def reference_error(train_x, train_y, test_x, test_y, l2, num_classes):
+    """Independent solution: least squares on an l2-augmented system."""
+    mean = train_x.mean(0)
+    std = train_x.std(0) + 1e-5
+
+    def design(x):
+        x = (x - mean) / std
+        return np.hstack([x, np.full((len(x), 1), 100.0)])
+
+    x = design(train_x)
+    y = 2.0 * np.eye(num_classes)[train_y] - 1.0
+    a = np.vstack([x, np.sqrt(l2) * np.eye(x.shape[1])])
+    b = np.vstack([y, np.zeros((x.shape[1], num_classes))])
+    w = np.linalg.lstsq(a, b, rcond=None)[0]
+    return np.mean(np.argmax(design(test_x) @ w, 1) != test_y)
+
+
+def gaussian_classes(n, dim, num_classes, sep, seed):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(num_classes, dim)) * sep
+    y = np.arange(n) % num_classes
+    return centers[y] + rng.normal(size=(n, dim)), y
+
+
+@pytest.mark.parametrize("n_train,dim", [(60, 5), (12, 40)])
+@pytest.mark.parametrize("l2", [1e-2, 1.0, 256.0])
+def test_matches_independent_least_squares(n_train, dim, l2):
+    x, y = gaussian_classes(n_train + 300, dim, 4, sep=0.7, seed=1)
+    args = (x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+    got = fewshot_error(*args, l2_reg=l2)
+    want = reference_error(*args, l2, 4)
+    assert 0.05 < want < 0.9  # a non-trivial error, so agreement means much
+    assert got == pytest.approx(want, abs=1e-12)
+
+
+def test_separable_classes_give_zero_error():
+    x, y = gaussian_classes(400, 16, 10, sep=20.0, seed=2)
+    assert fewshot_error(x[:100], y[:100], x[100:], y[100:], 1.0) == 0.0
+
+
+def test_constructed_known_error():
+    # 1-D feature: class 0 near -1, class 1 near +1. Of the 10 test points,
+    # exactly 4 sit on the wrong side, so the error is 0.4.
+    rng = np.random.default_rng(0)
+    noise = 0.01 * rng.normal(size=16)
+    train_x = np.r_[-np.ones(8), np.ones(8)] + noise
+    train_y = np.r_[np.zeros(8, int), np.ones(8, int)]
+    test_x = np.array([-2, -1.5, -0.5, 0.5, 1.5, 2, 3, 1.2, -0.7, -3.0])
+    test_y = np.array([0, 0, 0, 1, 1, 1, 0, 0, 1, 1])
+    err = fewshot_error(
+        train_x[:, None], train_y, test_x[:, None], test_y, l2_reg=1e-3
+    )
+    assert err == pytest.approx(0.4)
+
+
+def test_bad_inputs_raise():
+    x = np.zeros((4, 3))
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="test_labels"):
+        fewshot_error(x, y, x, np.array([0, 1, 2, 0]), 1.0)
+    with pytest.raises(ValueError, match="train_labels"):
+        fewshot_error(x, np.array([0, -1, 0, 1]), x, y, 1.0)
+    with pytest.raises(ValueError, match="train_labels"):
+        fewshot_error(x, y, x, y, 1.0, num_classes=1)
+    with pytest.raises(ValueError, match="l2_reg"):
+        fewshot_error(x, y, x, y, 0.0)
+    with pytest.raises(ValueError, match="feature dimension"):
+        fewshot_error(x, y, np.zeros((4, 2)), y, 1.0)
+    with pytest.raises(ValueError, match="train_features"):
+        fewshot_error(np.zeros((0, 3)), y[:0], x, y, 1.0)
+
+
+# --- FewShotEvaluator ----------------------------------------------------
+
+
+def image_data(n_train, n_test, num_classes, seed, sep=1.5):
+    """Train and test splits of one Gaussian-class problem, as images."""
+    n = n_train + n_test
+    x, y = gaussian_classes(n, 12, num_classes, sep=sep, seed=seed)
+    x = x.reshape(n, 2, 2, 3).astype("float32")
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+def flatten_model():
+    return keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Flatten()])
+
+
+def manual_shots(labels, n, seed, num_classes):
+    rng = np.random.default_rng(seed)
+    return [
+        rng.permutation(np.flatnonzero(labels == c))[:n]
+        for c in range(num_classes)
+    ]
+
+
+def test_evaluator_matches_manual_sampling_and_probe():
+    train, test = image_data(90, 150, 3, seed=3)
+    evaluator = FewShotEvaluator(
+        train, test, shots=(4, 10), l2_regs=(2.0,), seed=7, batch_size=16
+    )
+    got = evaluator.evaluate(flatten_model())
+    for n in (4, 10):
+        ids = np.concatenate(manual_shots(train[1], n, 7, 3))
+        want = fewshot_error(
+            train[0][ids].reshape(len(ids), -1),
+            train[1][ids],
+            test[0].reshape(150, -1),
+            test[1],
+            2.0,
+        )
+        assert got[f"fewshot_{n}shot_error"] == pytest.approx(want)
+    assert 0.0 < got["fewshot_4shot_error"] < 0.7
+
+
+def test_l2_selected_on_held_out_shots():
+    train, test = image_data(120, 90, 3, seed=5, sep=0.6)
+    l2_regs = (1e-3, 1.0, 1e3)
+    evaluator = FewShotEvaluator(
+        train, test, shots=(10,), l2_regs=l2_regs, holdout_fraction=0.3
+    )
+    got = evaluator.evaluate(flatten_model())["fewshot_10shot_error"]
+    per_class = manual_shots(train[1], 10, 0, 3)
+    fit = np.concatenate([p[:7] for p in per_class])
+    held = np.concatenate([p[7:] for p in per_class])
+    flat = train[0].reshape(120, -1)
+    errors = [
+        fewshot_error(flat[fit], train[1][fit], flat[held], train[1][held], v)
+        for v in l2_regs
+    ]
+    best = max(v for v, e in zip(l2_regs, errors) if e == min(errors))
+    assert evaluator.selected_l2[10] == [best]
+    ids = np.concatenate(per_class)
+    want = fewshot_error(
+        flat[ids], train[1][ids], test[0].reshape(90, -1), test[1], best
+    )
+    assert got == pytest.approx(want)
+
+
+def test_deterministic_with_seed_and_seed_matters():
+    train, test = image_data(200, 200, 4, seed=8, sep=0.5)
+    model = flatten_model()
+
+    def run(seed):
+        return FewShotEvaluator(train, test, shots=(2,), seed=seed).evaluate(
+            model
+        )["fewshot_2shot_error"]
+
+    assert run(0) == run(0)
+    assert len({run(s) for s in range(5)}) > 1
+
+
+def test_tf_data_inputs_equal_numpy_inputs():
+    train, test = image_data(60, 30, 3, seed=10)
+    onehot = tf.data.Dataset.from_tensor_slices(
+        (train[0], np.eye(3, dtype="float32")[train[1]])
+    ).batch(7)
+    as_dict = tf.data.Dataset.from_tensor_slices(
+        {"image": test[0], "label": test[1]}
+    )
+    model = flatten_model()
+    from_arrays = FewShotEvaluator(train, test, shots=(5,)).evaluate(model)
+    from_tf = FewShotEvaluator(onehot, as_dict, shots=(5,)).evaluate(model)
+    assert from_tf == from_arrays
+
+
+def test_backbone_token_features_are_mean_pooled():
+    train, test = image_data(60, 60, 3, seed=12)
+    inputs = keras.Input((2, 2, 3))
+    tokens = keras.layers.Reshape((4, 3))(inputs)
+    backbone = keras.Model(inputs, tokens, name="backbone")
+    outputs = keras.layers.Dense(3, name="head")(
+        keras.layers.GlobalAveragePooling1D()(backbone(inputs))
+    )
+    model = keras.Model(inputs, outputs)
+    model.backbone = backbone
+    got = FewShotEvaluator(train, test, shots=(6,), l2_regs=(1.0,)).evaluate(
+        model
+    )
+    ids = np.concatenate(manual_shots(train[1], 6, 0, 3))
+    pooled_train = train[0].reshape(60, 4, 3).mean(1)
+    pooled_test = test[0].reshape(60, 4, 3).mean(1)
+    want = fewshot_error(
+        pooled_train[ids], train[1][ids], pooled_test, test[1], 1.0
+    )
+    assert got["fewshot_6shot_error"] == pytest.approx(want)
+
+
+def test_logs_appear_in_fit_history():
+    train, test = image_data(60, 30, 3, seed=14)
+    inputs = keras.Input((2, 2, 3))
+    outputs = keras.layers.Dense(3, name="head")(
+        keras.layers.Flatten()(inputs)
+    )
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    evaluator = FewShotEvaluator(train, test, shots=(1, 5))
+    history = model.fit(
+        train[0], train[1], epochs=2, batch_size=30, verbose=0,
+        callbacks=[evaluator],
+    )
+    for key in ("fewshot_1shot_error", "fewshot_5shot_error"):
+        assert len(history.history[key]) == 2
+        assert 0.0 <= history.history[key][-1] <= 1.0
+    # The logged value is the evaluation of the trained model.
+    final = evaluator.evaluate(model)
+    assert history.history["fewshot_5shot_error"][-1] == final[
+        "fewshot_5shot_error"
+    ]
+
+
+def test_evaluator_bad_inputs():
+    train, test = image_data(30, 30, 3, seed=16)
+    with pytest.raises(ValueError, match="shots.*class"):
+        FewShotEvaluator(train, test, shots=(11,))
+    with pytest.raises(ValueError, match="test_ds.*out of range"):
+        FewShotEvaluator(train, (test[0], test[1] + 5), num_classes=3)
+    with pytest.raises(ValueError, match="train_ds.*out of range"):
+        FewShotEvaluator(train, test, num_classes=2, shots=(1,))
+    empty = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((0, 2, 2, 3), "float32"), np.zeros((0,), "int64"))
+    )
+    with pytest.raises(ValueError, match="train_ds.*empty"):
+        FewShotEvaluator(empty, test)
+    with pytest.raises(ValueError, match="infinite"):
+        FewShotEvaluator(
+            tf.data.Dataset.from_tensor_slices(train).repeat(), test
+        )
+    for kwargs, name in [
+        (dict(shots=(0,)), "shots"),
+        (dict(l2_regs=(-1.0,)), "l2_reg"),
+        (dict(holdout_fraction=1.0), "holdout_fraction"),
+        (dict(batch_size=0), "batch_size"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            FewShotEvaluator(train, test, **kwargs)

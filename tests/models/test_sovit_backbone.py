@@ -1,0 +1,165 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_sovit
+from keras_sovit.models import SoViTBackbone
+from tests.testing import check_config_round_trip
+
+SHAPE = keras_sovit.ShapeSpec(
+    width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8
+)
+IMAGE_SHAPE = (32, 32, 3)
+
+
+def _images(n=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, size=(n,) + IMAGE_SHAPE).astype("float32")
+
+
+@pytest.mark.parametrize("pool_type", ["map", "gap", "tok", "0", "none"])
+@pytest.mark.parametrize("posemb", ["learn", "sincos2d"])
+def test_count_params_and_output_shape(pool_type, posemb):
+    backbone = SoViTBackbone(
+        SHAPE, image_shape=IMAGE_SHAPE, pool_type=pool_type, posemb=posemb
+    )
+    assert backbone.count_params() == SHAPE.num_params(
+        image_size=32, pool_type=pool_type, posemb=posemb
+    )
+    expected = (2, 16, 32) if pool_type == "none" else (2, 32)
+    assert tuple(backbone.output.shape[1:]) == expected[1:]
+    out = keras.ops.convert_to_numpy(backbone(_images()))
+    assert out.shape == expected
+
+
+def test_config_round_trip():
+    check_config_round_trip(
+        SoViTBackbone,
+        {
+            "shape": SHAPE.to_dict(),
+            "image_shape": IMAGE_SHAPE,
+            "pool_type": "gap",
+            "posemb": "sincos2d",
+            "dropout_rate": 0.1,
+            "stochastic_depth_rate": 0.1,
+            "name": "my_backbone",
+        },
+    )
+
+
+def test_accepts_shape_spec_or_dict():
+    from_spec = SoViTBackbone(SHAPE, image_shape=IMAGE_SHAPE)
+    from_dict = SoViTBackbone(SHAPE.to_dict(), image_shape=IMAGE_SHAPE)
+    assert from_spec.shape_spec == from_dict.shape_spec == SHAPE
+    assert from_spec.get_config()["shape"] == SHAPE.to_dict()
+
+
+@pytest.mark.parametrize("pool_type", ["map", "tok"])
+def test_keras_save_load_identical(tmp_path, pool_type):
+    backbone = SoViTBackbone(
+        SHAPE, image_shape=IMAGE_SHAPE, pool_type=pool_type
+    )
+    path = str(tmp_path / "backbone.keras")
+    backbone.save(path)
+    restored = keras.models.load_model(path)
+    assert isinstance(restored, SoViTBackbone)
+    assert restored.get_config() == backbone.get_config()
+    x = _images(seed=1)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(backbone(x)),
+        keras.ops.convert_to_numpy(restored(x)),
+    )
+
+
+def test_big_vision_layer_names_and_posemb_before_cls():
+    backbone = SoViTBackbone(SHAPE, image_shape=IMAGE_SHAPE, pool_type="tok")
+    paths = {w.path: tuple(w.shape) for w in backbone.weights}
+    assert paths["embedding/kernel"] == (8, 8, 3, 32)
+    # 16 patches and no class-token position: posemb precedes the cls token.
+    assert paths["pos_embedding/pos_embedding"] == (1, 16, 32)
+    assert paths["cls/cls"] == (1, 1, 32)
+    assert "encoderblock_1/MlpBlock_0/Dense_1/kernel" in paths
+    assert "encoder_norm/gamma" in paths
+    map_paths = [
+        w.path for w in SoViTBackbone(SHAPE, image_shape=IMAGE_SHAPE).weights
+    ]
+    assert "MAPHead_0/probe" in map_paths
+
+
+def _tokens_model(backbone):
+    return keras.Model(
+        backbone.input, backbone.get_layer("encoder_norm").output
+    )
+
+
+@pytest.mark.parametrize("pool_type", ["gap", "0", "tok"])
+def test_pooling_reads_encoded_tokens(pool_type):
+    backbone = SoViTBackbone(
+        SHAPE, image_shape=IMAGE_SHAPE, pool_type=pool_type
+    )
+    x = _images(seed=2)
+    tokens = keras.ops.convert_to_numpy(_tokens_model(backbone)(x))
+    pooled = keras.ops.convert_to_numpy(backbone(x))
+    expected = tokens.mean(axis=1) if pool_type == "gap" else tokens[:, 0]
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+    assert tokens.shape[1] == (17 if pool_type == "tok" else 16)
+
+
+def test_stochastic_depth_rates_increase_linearly():
+    shape = SHAPE.replace(depth=3)
+    backbone = SoViTBackbone(
+        shape, image_shape=IMAGE_SHAPE, stochastic_depth_rate=0.2
+    )
+    rates = [
+        backbone.get_layer(f"encoderblock_{i}").stochastic_depth_rate
+        for i in range(3)
+    ]
+    np.testing.assert_allclose(rates, [0.0, 0.1, 0.2])
+
+
+def test_fit_with_dropout_and_stochastic_depth():
+    backbone = SoViTBackbone(
+        SHAPE,
+        image_shape=IMAGE_SHAPE,
+        pool_type="gap",
+        dropout_rate=0.1,
+        stochastic_depth_rate=0.1,
+    )
+    backbone.compile(optimizer="adam", loss="mse", jit_compile=True)
+    x = _images(4, seed=3)
+    history = backbone.fit(x, np.zeros((4, 32)), epochs=2, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    # Dropout is off at inference: deterministic outputs.
+    np.testing.assert_array_equal(
+        backbone.predict(x, verbose=0), backbone.predict(x, verbose=0)
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"shape": (32, 2, 64, 4, 8)}, "shape"),
+        ({"shape": {"width": 32, "depth": 2}}, "values"),
+        ({"image_shape": (30, 32, 3)}, "image_size"),
+        ({"image_shape": (None, 32, 3)}, "image_shape"),
+        ({"image_shape": (32, 32)}, "image_shape"),
+        ({"image_shape": (32, 32, 0)}, "image_shape"),
+        ({"pool_type": "avg"}, "pool_type"),
+        ({"posemb": "rope"}, "posemb"),
+        ({"dropout_rate": 1.5}, "dropout_rate"),
+        ({"stochastic_depth_rate": "0.1"}, "stochastic_depth_rate"),
+    ],
+)
+def test_bad_inputs_raise_value_error(kwargs, name):
+    args = {"shape": SHAPE, "image_shape": IMAGE_SHAPE, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        SoViTBackbone(**args)
+
+
+def test_sincos2d_needs_width_divisible_by_4():
+    shape = keras_sovit.ShapeSpec(
+        width=18, depth=1, mlp_dim=8, num_heads=3, patch_size=8
+    )
+    with pytest.raises(ValueError, match="width"):
+        SoViTBackbone(shape, image_shape=IMAGE_SHAPE, posemb="sincos2d")
