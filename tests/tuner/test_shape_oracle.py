@@ -206,6 +206,8 @@ def test_report_files_are_written(finished):
     )
     # Two checkpoints per completed trial, final trials included.
     assert len(results) == 2 * len(oracle.trials)
+    for name in ("star_sweep.png", "scaling.png"):
+        assert os.path.getsize(os.path.join(directory, name)) > 1000
 
 
 def test_resume_mid_star_and_mid_grid_gives_the_same_proposal(
@@ -440,3 +442,32 @@ def test_hypermodel_missing_a_hyperparameter_is_refused(tmp_path):
             oracle=make_oracle(), hypermodel=build,
             directory=str(tmp_path), project_name="p",
         )
+
+
+def declare_all(hp):
+    for name in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
+        hp.Int(name, 1, 4096)
+    hp.Float("compute_gflops", 1.0, 1e13)
+    hp.Choice("phase", ["star", "grid", "validation", "final"])
+
+
+def test_shape_search_builds_its_oracle(tmp_path):
+    tuner = keras_sovit.tuner.ShapeSearch(
+        hypermodel=declare_all,
+        objective=OBJECTIVE,
+        target_compute=TARGET,
+        star_center=CENTER,
+        star_grids=STAR_GRIDS,
+        star_budgets=STAR_BUDGETS,
+        grid=GRID,
+        grid_budget=GRID_BUDGET,
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    assert isinstance(tuner.oracle, ShapeOracle)
+    assert tuner.oracle.target_compute == TARGET
+    # The oracle's own declarations (on its grid) win over the hypermodel's.
+    width = tuner.oracle.get_space().get_config()["space"][0]["config"]
+    assert width["name"] == "width" and width["step"] == 16
+    trial = tuner.oracle.create_trial("tuner0")
+    assert trial.hyperparameters.values["width"] == 608
