@@ -471,3 +471,92 @@ def test_shape_search_builds_its_oracle(tmp_path):
     assert width["name"] == "width" and width["step"] == 16
     trial = tuner.oracle.create_trial("tuner0")
     assert trial.hyperparameters.values["width"] == 608
+
+
+class Crash(BaseException):
+    """Not an `Exception`: KerasTuner lets it through, like a kill."""
+
+
+class SimulatedHyperModel(keras_tuner.HyperModel):
+    """Answers each trial from the law, as `observe`, through a Tuner."""
+
+    def __init__(self, crash_at=None):
+        super().__init__()
+        self.crash_at = crash_at
+        self.fits = 0
+
+    def declare_hyperparameters(self, hp):
+        declare_all(hp)
+
+    def build(self, hp):
+        import keras
+
+        return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+    def fit(self, hp, model, *args, **kwargs):
+        self.fits += 1
+        if self.fits == self.crash_at:
+            raise Crash()
+        trial = type("T", (), {})()
+        trial.hyperparameters = hp
+        trial.trial_id = self.trial_id(hp)
+        (_, half), (_, full) = observe(PAPER_LIKE_LAW, trial)
+        return {
+            METRIC: full[METRIC],
+            "compute_gflops": full["compute_gflops"],
+            checkpoint_metric_name(METRIC, 0): half[METRIC],
+            checkpoint_metric_name("compute_gflops", 0):
+                half["compute_gflops"],
+        }
+
+    def trial_id(self, hp):
+        return self.ids[json.dumps(hp.values, sort_keys=True)]
+
+
+def test_tuner_crash_and_resume_matches_the_uninterrupted_search(tmp_path):
+    exponents = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
+    reference = make_oracle(exponents=exponents)
+    reference._set_project_dir(str(tmp_path), "reference")
+    run(reference, PAPER_LIKE_LAW)
+
+    def make_tuner(hypermodel, overwrite):
+        tuner = keras_tuner.Tuner(
+            oracle=make_oracle(exponents=exponents),
+            hypermodel=hypermodel,
+            directory=str(tmp_path),
+            project_name="p",
+            overwrite=overwrite,
+        )
+        tuner.oracle.verbose = 0
+        return tuner
+
+    def search(tuner, hypermodel):
+        # The hypermodel learns trial ids from the oracle (chief only).
+        class Ids(dict):
+            def __missing__(self, key):
+                for trial in tuner.oracle.ongoing_trials.values():
+                    if json.dumps(trial.hyperparameters.values,
+                                  sort_keys=True) == key:
+                        return trial.trial_id
+                raise KeyError(key)
+
+        hypermodel.ids = Ids()
+        tuner.search(verbose=0)
+
+    hypermodel = SimulatedHyperModel(crash_at=15)  # In the grid sweep.
+    tuner = make_tuner(hypermodel, overwrite=True)
+    with pytest.raises(Crash):
+        search(tuner, hypermodel)
+    assert len(tuner.oracle.trials) == 15
+
+    hypermodel = SimulatedHyperModel()
+    tuner = make_tuner(hypermodel, overwrite=False)
+    assert tuner.oracle.phase == "grid"
+    search(tuner, hypermodel)
+    oracle = tuner.oracle
+    assert oracle.phase == "done"
+    assert oracle.proposal == reference.proposal
+    assert len(oracle.trials) == len(reference.trials)
+    # The interrupted trial ran again; the 14 completed ones did not.
+    assert hypermodel.fits == len(oracle.trials) - 14
+    assert all(t.status == "COMPLETED" for t in oracle.trials.values())
