@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_positive_int
 
 SCALED_DIMS = ("width", "depth", "mlp_dim")
 
@@ -467,10 +468,10 @@ class Rounding:
 
     def __post_init__(self):
         for name in ("width_multiple", "mlp_multiple", "depth_multiple"):
-            _check_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("num_heads", "head_dim"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name))
+                check_positive_int(name, getattr(self, name))
         if self.num_heads is not None and self.head_dim is not None:
             raise ValueError(
                 "Pass at most one of `num_heads` and `head_dim`. Received: "
@@ -488,7 +489,7 @@ class Rounding:
                 "`Rounding` without `num_heads` or `head_dim` needs the head "
                 "count of a template shape. Received: default_heads=None"
             )
-        return _check_int("default_heads", default_heads)
+        return check_positive_int("default_heads", default_heads)
 
     def snap(self, width, depth, mlp_dim, patch_size=16, default_heads=None):
         """Rounds real-valued dimensions to a valid `ShapeSpec`."""
@@ -511,18 +512,6 @@ class Rounding:
         return math.lcm(
             self.width_multiple, self.heads_for(width, default_heads)
         )
-
-
-def _check_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    if value <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def _round_to(value, multiple):
