@@ -5,6 +5,7 @@ scaling-law code can use it without a framework.
 """
 
 import dataclasses
+import math
 import numbers
 import re
 
@@ -45,6 +46,26 @@ def check_positive_int(name, value):
             f"`{name}` must be a positive integer. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def check_positive_number(name, value, allow_zero=False):
+    """Returns `value` as a finite float > 0 (>= 0 with `allow_zero`).
+
+    Raises a `ValueError` naming `name` for anything else, bools included.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(
+            f"`{name}` must be a {kind} finite number. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 def check_choice(name, value, choices):

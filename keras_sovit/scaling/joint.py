@@ -6,7 +6,6 @@ shape whose predicted loss is lowest at a target compute, with examples
 seen = compute / forward GFLOPs of each candidate shape.
 """
 
-import math
 import numbers
 import warnings
 
@@ -18,6 +17,7 @@ from keras_sovit.scaling.plan import Rounding
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
+from keras_sovit.shapes import check_positive_number
 
 FORMS = ("decomposable", "data_limited")
 
@@ -651,13 +651,7 @@ def optimal_shape(
             f"`joint_law` must be a JointLaw. Received: {joint_law!r}"
         )
     joint_law._check_fitted()
-    if isinstance(target_compute, bool) or not isinstance(
-        target_compute, numbers.Real
-    ) or not (math.isfinite(target_compute) and target_compute > 0):
-        raise ValueError(
-            "`target_compute` must be a positive number of GFLOPs. "
-            f"Received: target_compute={target_compute!r}"
-        )
+    target_compute = check_positive_number("target_compute", target_compute)
     if rounding is None:
         rounding = Rounding()
     if not isinstance(rounding, Rounding):
@@ -672,7 +666,7 @@ def optimal_shape(
     bounds, max_params = _check_constraints(constraints)
     search = _Search(
         joint_law,
-        float(target_compute),
+        target_compute,
         joint_law.image_size if image_size is None else image_size,
         rounding,
         template,

@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_positive_int
+from keras_sovit.shapes import check_positive_number
 
 SCALED_DIMS = ("width", "depth", "mlp_dim")
 
@@ -38,20 +39,6 @@ PAPER_GRID_OPTIMUM = (608, 10, 928)
 
 # Table/Fig. 5: exponents s_k for INet 10-shot error.
 PAPER_EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
-
-
-def _check_positive_number(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive finite number. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
 
 
 def _check_grids(grids, name="grids"):
@@ -95,7 +82,7 @@ def _check_budgets(budgets):
         raise ValueError(
             f"`budgets` must be a non-empty list. Received: budgets={budgets}"
         )
-    return [_check_positive_number("budgets", b) for b in budgets]
+    return [check_positive_number("budgets", b) for b in budgets]
 
 
 def _check_heads(shape_fields, name):
@@ -234,7 +221,7 @@ def grid_sweep_plan(
             f"`template` must be a ShapeSpec. Received: template={template!r}"
         )
     grids = _check_grids(grids)
-    budget = _check_positive_number("budget", budget)
+    budget = check_positive_number("budget", budget)
     _check_unit(budget_unit)
     axes = [grids.get(d, [getattr(template, d)]) for d in SCALED_DIMS]
     plan = []
@@ -370,7 +357,7 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     # x0.width == 96, t0 == 1000.0
     ```
     """
-    rtol = _check_positive_number("rtol", rtol)
+    rtol = check_positive_number("rtol", rtol)
     curves = _curves(_rows_of(results, metric_name))
     shapes = list(curves)
     levels = _compute_levels(curves, rtol)
@@ -496,7 +483,7 @@ class Rounding:
         for name, value in (
             ("width", width), ("depth", depth), ("mlp_dim", mlp_dim)
         ):
-            _check_positive_number(name, value)
+            check_positive_number(name, value)
         heads = self.heads_for(width, default_heads)
         step = math.lcm(self.width_multiple, heads)
         return ShapeSpec(
@@ -546,7 +533,7 @@ def _check_exponents(exponents, weights):
             f"Received: weights={weights!r}"
         )
     for dim, w in weights.items():
-        _check_positive_number(f"weights[{dim!r}]", w)
+        check_positive_number(f"weights[{dim!r}]", w)
     total = sum(weights.values())
     if abs(total - 1.0) > 1e-6:
         raise ValueError(
@@ -615,8 +602,8 @@ def scale_shape(
             "`base_shape` must be a ShapeSpec. "
             f"Received: base_shape={base_shape!r}"
         )
-    base_compute = _check_positive_number("base_compute", base_compute)
-    target_compute = _check_positive_number("target_compute", target_compute)
+    base_compute = check_positive_number("base_compute", base_compute)
+    target_compute = check_positive_number("target_compute", target_compute)
     weights = _check_exponents(exponents, weights)
     if rounding is None:
         rounding = Rounding()

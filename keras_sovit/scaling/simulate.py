@@ -10,12 +10,13 @@ import numpy as np
 from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_positive_number
 from keras_sovit.shapes import image_hw
 
 DIMS = ("width", "depth", "mlp_dim")
 
 
-def _check_dim_dict(name, value, positive=True):
+def _check_dim_dict(name, value):
     if not isinstance(value, dict) or set(value) != set(DIMS):
         raise ValueError(
             f"`{name}` must be a dict with keys {list(DIMS)}. "
@@ -23,21 +24,8 @@ def _check_dim_dict(name, value, positive=True):
         )
     out = {}
     for dim in DIMS:
-        out[dim] = _check_positive(f"{name}[{dim!r}]", value[dim], positive)
+        out[dim] = check_positive_number(f"{name}[{dim!r}]", value[dim])
     return out
-
-
-def _check_positive(name, value, strict=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (strict and value == 0):
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return value
 
 
 def gflops_array(width, depth, mlp_dim, patch_size=16, image_size=224):
@@ -78,7 +66,7 @@ class _Law:
     def loss(self, shape, compute_gflops):
         """True metric of `shape` trained with `compute_gflops`."""
         shape = _check_shape(shape)
-        t = _check_positive("compute_gflops", compute_gflops)
+        t = check_positive_number("compute_gflops", compute_gflops)
         value = self.loss_array(
             shape.width, shape.depth, shape.mlp_dim, t, shape.patch_size
         )
@@ -122,7 +110,7 @@ class _Law:
             width_multiple: int or `None`.
             mlp_multiple: int. Defaults to `1`.
         """
-        t = _check_positive("target_compute", target_compute)
+        t = check_positive_number("target_compute", target_compute)
         template = _check_shape(template)
         steps = {
             "width": width_multiple or template.num_heads,
@@ -268,9 +256,9 @@ class DecomposableLaw(_Law):
         self.a = _check_dim_dict("a", a)
         self.beta = _check_dim_dict("beta", beta)
         self.b = _check_dim_dict("b", b)
-        self.xi = _check_positive("xi", xi, strict=False)
-        self.eps = _check_positive("eps", eps, strict=False)
-        self.c = _check_positive("c", c)
+        self.xi = check_positive_number("xi", xi, allow_zero=True)
+        self.eps = check_positive_number("eps", eps, allow_zero=True)
+        self.c = check_positive_number("c", c)
         image_hw(image_size)
         self.image_size = image_size
 
@@ -355,9 +343,9 @@ class DataLimitedLaw(_Law):
     def __init__(self, alpha, a, B, c, eps, image_size=224):
         self.alpha = _check_dim_dict("alpha", alpha)
         self.a = _check_dim_dict("a", a)
-        self.B = _check_positive("B", B)
-        self.c = _check_positive("c", c)
-        self.eps = _check_positive("eps", eps, strict=False)
+        self.B = check_positive_number("B", B)
+        self.c = check_positive_number("c", c)
+        self.eps = check_positive_number("eps", eps, allow_zero=True)
         image_hw(image_size)
         self.image_size = image_size
 
@@ -411,7 +399,7 @@ def simulate(
     results = keras_sovit.scaling.simulate(law, plan, noise=0.01, seed=0)
     ```
     """
-    noise = _check_positive("noise", noise, strict=False)
+    noise = check_positive_number("noise", noise, allow_zero=True)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
     plan = list(plan)
@@ -567,7 +555,7 @@ def simulate_star(
     truth = EQ2_STAR_TRUTH if truth is None else truth
     center = PAPER_STAR_CENTER_LIKE if center is None else _check_shape(center)
     grids = PAPER_STAR_GRIDS_LIKE if grids is None else grids
-    noise = _check_positive("noise", noise, strict=False)
+    noise = check_positive_number("noise", noise, allow_zero=True)
     if not set(grids) <= set(truth):
         raise ValueError(
             "`truth` must hold params for every swept dimension. Received "
