@@ -48,6 +48,18 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_non_negative_int(name, value):
+    """Returns `value` as a Python int >= 0, or raises a `ValueError`."""
+    if isinstance(value, bool) or not isinstance(
+        value, numbers.Integral
+    ) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a non-negative integer. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
 def check_positive_number(name, value, allow_zero=False):
     """Returns `value` as a finite float > 0 (>= 0 with `allow_zero`).
 
@@ -217,7 +229,7 @@ class ShapeSpec:
         check_choice("pool_type", pool_type, POOL_TYPES)
         _check_posemb(posemb, self.width)
         channels = check_positive_int("channels", channels)
-        num_classes = _check_num_classes(num_classes)
+        num_classes = check_non_negative_int("num_classes", num_classes)
         d, m, p = self.width, self.mlp_dim, self.patch_size
         n_patches = self.num_patches(image_size, strict)
         total = p * p * channels * d + d
@@ -254,7 +266,7 @@ class ShapeSpec:
         """
         check_choice("pool_type", pool_type, POOL_TYPES)
         channels = check_positive_int("channels", channels)
-        num_classes = _check_num_classes(num_classes)
+        num_classes = check_non_negative_int("num_classes", num_classes)
         d, m, p = self.width, self.mlp_dim, self.patch_size
         n_patches = self.num_patches(image_size, strict)
         n = n_patches + (1 if pool_type == "tok" else 0)
@@ -292,14 +304,3 @@ def _check_posemb(posemb, width):
             "`posemb='sincos2d'` needs `width` divisible by 4. "
             f"Received: width={width}"
         )
-
-
-def _check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(
-        num_classes, numbers.Integral
-    ) or num_classes < 0:
-        raise ValueError(
-            "`num_classes` must be a non-negative integer. "
-            f"Received: num_classes={num_classes!r}"
-        )
-    return int(num_classes)

@@ -17,6 +17,7 @@ from keras_sovit.scaling.plan import Rounding
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
+from keras_sovit.shapes import check_positive_int
 from keras_sovit.shapes import check_positive_number
 
 FORMS = ("decomposable", "data_limited")
@@ -258,14 +259,7 @@ class JointLaw:
                 f"Received: holdout_fraction={frac!r}"
             )
         for name in ("n_starts", "n_candidates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(
-                value, numbers.Integral
-            ) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. "
-                    f"Received: {name}={value!r}"
-                )
+            check_positive_int(name, getattr(self, name))
 
     def _arrays(self, results):
         rows = list(results)

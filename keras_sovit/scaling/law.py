@@ -13,6 +13,8 @@ import numpy as np
 from keras_sovit.scaling import _varpro
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_non_negative_int
+from keras_sovit.shapes import check_positive_int
 
 PARAM_NAMES = ("alpha", "a", "beta", "b", "xi", "eps", "c")
 DIMS = ("width", "depth", "mlp_dim")
@@ -163,14 +165,7 @@ class ShapeLaw:
                     f"`{name}` must be positive. Received: {name}={value!r}"
                 )
         for name in ("n_starts", "grid_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(
-                value, numbers.Integral
-            ) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive int. "
-                    f"Received: {name}={value!r}"
-                )
+            check_positive_int(name, getattr(self, name))
         if self.fixed_c is not None and not (
             isinstance(self.fixed_c, numbers.Real) and self.fixed_c > 0
         ):
@@ -555,13 +550,7 @@ def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
             "`holdout` must be 'center', 'largest' or None. "
             f"Received: holdout={holdout!r}"
         )
-    if isinstance(n_bootstrap, bool) or not isinstance(
-        n_bootstrap, numbers.Integral
-    ) or n_bootstrap < 0:
-        raise ValueError(
-            "`n_bootstrap` must be a non-negative int. "
-            f"Received: n_bootstrap={n_bootstrap!r}"
-        )
+    check_non_negative_int("n_bootstrap", n_bootstrap)
     return results, center, dims
 
 

@@ -61,15 +61,7 @@ def _check_grids(grids, name="grids"):
                 f"integers. Received: {grids[dim]!r}"
             )
         for v in values:
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, numbers.Integral)
-                or v <= 0
-            ):
-                raise ValueError(
-                    f"`{name}[{dim!r}]` must hold positive integers. "
-                    f"Received: {v!r}"
-                )
+            check_positive_int(f"{name}[{dim!r}]", v)
         checked[dim] = sorted({int(v) for v in values})
     return checked
 

@@ -10,6 +10,7 @@ import numpy as np
 from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_positive_int
 from keras_sovit.shapes import check_positive_number
 from keras_sovit.shapes import image_hw
 
@@ -118,13 +119,7 @@ class _Law:
             "mlp_dim": mlp_multiple,
         }
         for dim in DIMS:
-            if isinstance(steps[dim], bool) or not isinstance(
-                steps[dim], numbers.Integral
-            ) or steps[dim] <= 0:
-                raise ValueError(
-                    "Multiples must be positive ints. "
-                    f"Received: {dim} multiple={steps[dim]!r}"
-                )
+            check_positive_int(f"{dim}_multiple", steps[dim])
             if dim == "width" and steps[dim] % template.num_heads:
                 raise ValueError(
                     "`width_multiple` must be a multiple of num_heads="
