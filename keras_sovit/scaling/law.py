@@ -11,13 +11,14 @@ import warnings
 import numpy as np
 
 from keras_sovit.scaling import _varpro
+from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_non_negative_int
 from keras_sovit.shapes import check_positive_int
 
 PARAM_NAMES = ("alpha", "a", "beta", "b", "xi", "eps", "c")
-DIMS = ("width", "depth", "mlp_dim")
+DIMS = SCALED_DIMS
 LOSSES = ("relative", "huber")
 
 

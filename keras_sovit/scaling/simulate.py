@@ -7,6 +7,9 @@ import numbers
 
 import numpy as np
 
+from keras_sovit.scaling.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
@@ -14,7 +17,7 @@ from keras_sovit.shapes import check_positive_int
 from keras_sovit.shapes import check_positive_number
 from keras_sovit.shapes import image_hw
 
-DIMS = ("width", "depth", "mlp_dim")
+DIMS = SCALED_DIMS
 
 
 def _check_dim_dict(name, value):
@@ -457,12 +460,10 @@ def _paper_like_law(weight=0.04, xi=0.03, eps=0.08):
 PAPER_LIKE_LAW = _paper_like_law()
 
 
-PAPER_STAR_GRIDS_LIKE = {
-    "width": (608, 768, 928, 1088, 1328, 1648),
-    "depth": (8, 10, 12, 16, 20, 24),
-    "mlp_dim": (1088, 1360, 1728, 2160, 2592, 3072),
-}
-PAPER_STAR_CENTER_LIKE = ShapeSpec(1968, 40, 6144, 16, 14)
+# Older names of plan.PAPER_STAR_GRIDS / PAPER_STAR_CENTER, kept because
+# benchmarks/fit_accuracy.py imports them.
+PAPER_STAR_GRIDS_LIKE = PAPER_STAR_GRIDS
+PAPER_STAR_CENTER_LIKE = PAPER_STAR_CENTER
 STAR_BUDGETS = (5e10, 1e11, 2e11)
 
 
@@ -479,7 +480,7 @@ def _eq2_star_truth(scale=0.1, xi=0.3, eps=0.3, a_share=0.5):
     s = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
     t_ref = 1e11
     out = {}
-    for dim, grid in PAPER_STAR_GRIDS_LIKE.items():
+    for dim, grid in PAPER_STAR_GRIDS.items():
         x_ref = float(np.sqrt(grid[0] * grid[-1]))
         a = a_share * c / s[dim]
         b = c / s[dim] - a
@@ -548,8 +549,8 @@ def simulate_star(
     ```
     """
     truth = EQ2_STAR_TRUTH if truth is None else truth
-    center = PAPER_STAR_CENTER_LIKE if center is None else _check_shape(center)
-    grids = PAPER_STAR_GRIDS_LIKE if grids is None else grids
+    center = PAPER_STAR_CENTER if center is None else _check_shape(center)
+    grids = PAPER_STAR_GRIDS if grids is None else grids
     noise = check_positive_number("noise", noise, allow_zero=True)
     if not set(grids) <= set(truth):
         raise ValueError(
