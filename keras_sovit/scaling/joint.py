@@ -13,7 +13,7 @@ import numpy as np
 from scipy import optimize
 
 from keras_sovit.scaling.plan import SCALED_DIMS
-from keras_sovit.scaling.plan import Rounding
+from keras_sovit.scaling.plan import check_rounding
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
@@ -646,12 +646,7 @@ def optimal_shape(
         )
     joint_law._check_fitted()
     target_compute = check_positive_number("target_compute", target_compute)
-    if rounding is None:
-        rounding = Rounding()
-    if not isinstance(rounding, Rounding):
-        raise ValueError(
-            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
-        )
+    rounding = check_rounding(rounding)
     template = template or joint_law.template_
     if not isinstance(template, ShapeSpec):
         raise ValueError(

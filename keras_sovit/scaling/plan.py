@@ -493,6 +493,17 @@ class Rounding:
         )
 
 
+def check_rounding(rounding):
+    """Returns `rounding`, or `Rounding()` for `None`; else a ValueError."""
+    if rounding is None:
+        return Rounding()
+    if not isinstance(rounding, Rounding):
+        raise ValueError(
+            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
+        )
+    return rounding
+
+
 def _round_to(value, multiple):
     """Nearest positive multiple of `multiple`."""
     return int(max(1, math.floor(value / multiple + 0.5)) * multiple)
@@ -597,12 +608,7 @@ def scale_shape(
     base_compute = check_positive_number("base_compute", base_compute)
     target_compute = check_positive_number("target_compute", target_compute)
     weights = _check_exponents(exponents, weights)
-    if rounding is None:
-        rounding = Rounding()
-    if not isinstance(rounding, Rounding):
-        raise ValueError(
-            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
-        )
+    rounding = check_rounding(rounding)
     tau = target_compute / base_compute
     scaled = {d: float(getattr(base_shape, d)) for d in SCALED_DIMS}
     for dim, s in exponents.items():
