@@ -14,6 +14,7 @@ from scipy import optimize
 
 from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.plan import check_rounding
+from keras_sovit.scaling.plan import metric_rows
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
@@ -262,15 +263,7 @@ class JointLaw:
             check_positive_int(name, getattr(self, name))
 
     def _arrays(self, results):
-        rows = list(results)
-        if self.metric_name is not None:
-            rows = [r for r in rows if r["metric_name"] == self.metric_name]
-        names = {r.get("metric_name") for r in rows}
-        if len(names) > 1:
-            raise ValueError(
-                f"`results` mixes metrics {sorted(map(str, names))}; set "
-                "`metric_name`."
-            )
+        rows = metric_rows(results, self.metric_name)
         shapes = [ShapeSpec.from_dict(r) for r in rows]
         t = np.array([float(r["compute_gflops"]) for r in rows])
         y = np.array([float(r["metric_value"]) for r in rows])

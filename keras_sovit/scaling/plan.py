@@ -229,7 +229,8 @@ def grid_sweep_plan(
     return plan
 
 
-def _rows_of(results, metric_name):
+def metric_rows(results, metric_name):
+    """Rows of one metric; a ValueError if none, or if several are mixed."""
     rows = list(results)
     if metric_name is not None:
         rows = [r for r in rows if r.get("metric_name") == metric_name]
@@ -350,7 +351,7 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     ```
     """
     rtol = check_positive_number("rtol", rtol)
-    curves = _curves(_rows_of(results, metric_name))
+    curves = _curves(metric_rows(results, metric_name))
     shapes = list(curves)
     levels = _compute_levels(curves, rtol)
     best = []
