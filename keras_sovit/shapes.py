@@ -304,3 +304,20 @@ def _check_posemb(posemb, width):
             "`posemb='sincos2d'` needs `width` divisible by 4. "
             f"Received: width={width}"
         )
+
+
+def check_shape_spec(name, value, allow_dict=False):
+    """Returns `value` as a `ShapeSpec`, or raises a `ValueError` naming it.
+
+    With `allow_dict=True` a dict of the five shape fields is accepted too.
+    """
+    if allow_dict and isinstance(value, dict):
+        return ShapeSpec.from_dict(value)
+    if not isinstance(value, ShapeSpec):
+        what = "a ShapeSpec or a dict of its fields" if allow_dict else (
+            "a ShapeSpec"
+        )
+        raise ValueError(
+            f"`{name}` must be {what}. Received: {name}={value!r}"
+        )
+    return value

@@ -20,6 +20,7 @@ from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
 from keras_sovit.shapes import check_positive_int
 from keras_sovit.shapes import check_positive_number
+from keras_sovit.shapes import check_shape_spec
 
 FORMS = ("decomposable", "data_limited")
 
@@ -383,11 +384,8 @@ class JointLaw:
         self._check_fitted()
         single = isinstance(shapes, ShapeSpec)
         shape_list = [shapes] if single else list(shapes)
-        for s in shape_list:
-            if not isinstance(s, ShapeSpec):
-                raise ValueError(
-                    f"`shapes` must be ShapeSpec(s). Received: {s!r}"
-                )
+        for i, s in enumerate(shape_list):
+            check_shape_spec(f"shapes[{i}]", s)
         t = np.asarray(compute_gflops, dtype=float)
         if np.any(~np.isfinite(t) | (t <= 0)):
             raise ValueError(
@@ -641,10 +639,7 @@ def optimal_shape(
     target_compute = check_positive_number("target_compute", target_compute)
     rounding = check_rounding(rounding)
     template = template or joint_law.template_
-    if not isinstance(template, ShapeSpec):
-        raise ValueError(
-            f"`template` must be a ShapeSpec. Received: template={template!r}"
-        )
+    check_shape_spec("template", template)
     bounds, max_params = _check_constraints(constraints)
     search = _Search(
         joint_law,

@@ -16,6 +16,7 @@ from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_non_negative_int
 from keras_sovit.shapes import check_positive_int
+from keras_sovit.shapes import check_shape_spec
 
 PARAM_NAMES = ("alpha", "a", "beta", "b", "xi", "eps", "c")
 DIMS = SCALED_DIMS
@@ -532,12 +533,7 @@ def _resolve_metric(results, metric_name):
 def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
     if not isinstance(results, SweepResults):
         results = SweepResults.from_rows(results)
-    if isinstance(center, dict):
-        center = ShapeSpec.from_dict(center)
-    if not isinstance(center, ShapeSpec):
-        raise ValueError(
-            f"`center` must be a ShapeSpec. Received: center={center!r}"
-        )
+    center = check_shape_spec("center", center, allow_dict=True)
     dims = tuple(dims)
     if not dims or any(d not in DIMS for d in dims) or len(set(dims)) != len(
         dims

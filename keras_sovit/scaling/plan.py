@@ -14,6 +14,7 @@ import numpy as np
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_positive_int
 from keras_sovit.shapes import check_positive_number
+from keras_sovit.shapes import check_shape_spec
 
 SCALED_DIMS = ("width", "depth", "mlp_dim")
 
@@ -143,10 +144,7 @@ def star_sweep_plan(
     len(plan)  # (3 * 6 + 1) * 3 = 57
     ```
     """
-    if not isinstance(center, ShapeSpec):
-        raise ValueError(
-            f"`center` must be a ShapeSpec. Received: center={center!r}"
-        )
+    check_shape_spec("center", center)
     grids = _check_grids(grids)
     budgets = _check_budgets(budgets)
     _check_unit(budget_unit)
@@ -208,10 +206,7 @@ def grid_sweep_plan(
     len(plan)  # 64
     ```
     """
-    if not isinstance(template, ShapeSpec):
-        raise ValueError(
-            f"`template` must be a ShapeSpec. Received: template={template!r}"
-        )
+    check_shape_spec("template", template)
     grids = _check_grids(grids)
     budget = check_positive_number("budget", budget)
     _check_unit(budget_unit)
@@ -601,11 +596,7 @@ def scale_shape(
     big.num_params() / base.num_params()  # about 2.4
     ```
     """
-    if not isinstance(base_shape, ShapeSpec):
-        raise ValueError(
-            "`base_shape` must be a ShapeSpec. "
-            f"Received: base_shape={base_shape!r}"
-        )
+    check_shape_spec("base_shape", base_shape)
     base_compute = check_positive_number("base_compute", base_compute)
     target_compute = check_positive_number("target_compute", target_compute)
     weights = _check_exponents(exponents, weights)

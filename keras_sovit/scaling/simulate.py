@@ -12,7 +12,7 @@ from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
 from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
-from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_shape_spec
 from keras_sovit.shapes import check_positive_int
 from keras_sovit.shapes import check_positive_number
 from keras_sovit.shapes import image_hw
@@ -54,22 +54,12 @@ def gflops_array(width, depth, mlp_dim, patch_size=16, image_size=224):
     return 2.0 * macs / 1e9
 
 
-def _check_shape(shape):
-    if isinstance(shape, dict):
-        shape = ShapeSpec.from_dict(shape)
-    if not isinstance(shape, ShapeSpec):
-        raise ValueError(
-            f"`shape` must be a ShapeSpec. Received: shape={shape!r}"
-        )
-    return shape
-
-
 class _Law:
     """Shared machinery: scalar loss, vectorised loss and the true optimum."""
 
     def loss(self, shape, compute_gflops):
         """True metric of `shape` trained with `compute_gflops`."""
-        shape = _check_shape(shape)
+        shape = check_shape_spec("shape", shape, allow_dict=True)
         t = check_positive_number("compute_gflops", compute_gflops)
         value = self.loss_array(
             shape.width, shape.depth, shape.mlp_dim, t, shape.patch_size
@@ -78,7 +68,9 @@ class _Law:
 
     def losses(self, shapes, computes):
         """Vectorised `loss` over lists of shapes and computes."""
-        shapes = [_check_shape(s) for s in shapes]
+        shapes = [
+            check_shape_spec("shapes", s, allow_dict=True) for s in shapes
+        ]
         computes = np.asarray(computes, dtype=float)
         if computes.shape != (len(shapes),) or np.any(computes <= 0):
             raise ValueError(
@@ -115,7 +107,7 @@ class _Law:
             mlp_multiple: int. Defaults to `1`.
         """
         t = check_positive_number("target_compute", target_compute)
-        template = _check_shape(template)
+        template = check_shape_spec("template", template, allow_dict=True)
         steps = {
             "width": width_multiple or template.num_heads,
             "depth": 1,
@@ -279,7 +271,7 @@ class DecomposableLaw(_Law):
         where ξ_k and ε_k absorb the dimensions held at the centre and
         s = c / (a + b).
         """
-        center = _check_shape(center)
+        center = check_shape_spec("center", center, allow_dict=True)
         out = {}
         for dim in DIMS:
             others = [d for d in DIMS if d != dim]
@@ -407,7 +399,7 @@ def simulate(
     draws = rng.standard_normal(len(plan))
     results = SweepResults()
     for (shape, t), z in zip(plan, draws):
-        shape = _check_shape(shape)
+        shape = check_shape_spec("shape", shape, allow_dict=True)
         value = law.loss(shape, t) * (1.0 + noise * z)
         if value <= 0:
             raise ValueError(
@@ -549,7 +541,9 @@ def simulate_star(
     ```
     """
     truth = EQ2_STAR_TRUTH if truth is None else truth
-    center = PAPER_STAR_CENTER if center is None else _check_shape(center)
+    if center is None:
+        center = PAPER_STAR_CENTER
+    center = check_shape_spec("center", center, allow_dict=True)
     grids = PAPER_STAR_GRIDS if grids is None else grids
     noise = check_positive_number("noise", noise, allow_zero=True)
     if not set(grids) <= set(truth):
