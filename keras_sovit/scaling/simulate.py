@@ -57,6 +57,15 @@ def gflops_array(width, depth, mlp_dim, patch_size=16, image_size=224):
 class _Law:
     """Shared machinery: scalar loss, vectorised loss and the true optimum."""
 
+    def _capacity(self, width, depth, mlp_dim):
+        """Σ_k α_k x_k^(−a_k), the capacity term both laws share."""
+        xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
+        capacity = 0.0
+        for dim in DIMS:
+            x = np.asarray(xs[dim], dtype=float)
+            capacity = capacity + self.alpha[dim] * x ** (-self.a[dim])
+        return capacity
+
     def loss(self, shape, compute_gflops):
         """True metric of `shape` trained with `compute_gflops`."""
         shape = check_shape_spec("shape", shape, allow_dict=True)
@@ -255,13 +264,12 @@ class DecomposableLaw(_Law):
     def loss_array(self, width, depth, mlp_dim, t, patch_size=16):
         """Vectorised loss (patch size is ignored by this law)."""
         xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
-        capacity = 0.0
         amplitude = self.xi
         for dim in DIMS:
             x = np.asarray(xs[dim], dtype=float)
-            capacity = capacity + self.alpha[dim] * x ** (-self.a[dim])
             amplitude = amplitude + self.beta[dim] * x ** self.b[dim]
         t = np.asarray(t, dtype=float)
+        capacity = self._capacity(width, depth, mlp_dim)
         return capacity + amplitude * t ** (-self.c) + self.eps
 
     def star_params(self, center):
@@ -341,11 +349,7 @@ class DataLimitedLaw(_Law):
 
     def loss_array(self, width, depth, mlp_dim, t, patch_size=16):
         """Vectorised loss; examples = t / gflops_array(...)."""
-        xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
-        capacity = 0.0
-        for dim in DIMS:
-            x = np.asarray(xs[dim], dtype=float)
-            capacity = capacity + self.alpha[dim] * x ** (-self.a[dim])
+        capacity = self._capacity(width, depth, mlp_dim)
         patch = np.asarray(patch_size)
         if patch.ndim == 0:
             flops = gflops_array(
