@@ -25,6 +25,15 @@ _SUBSETS = [
 ]
 
 
+def geomean(values, axis=None):
+    """Geometric mean: the reference value data are normalised by.
+
+    A float with `axis=None`, else an array (e.g. per column, `axis=0`).
+    """
+    out = np.exp(np.mean(np.log(values), axis=axis))
+    return float(out) if axis is None else out
+
+
 def exponent_grids(size):
     """Log grids for (a, b, c) used by the variable-projection search."""
     return (

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from scipy import optimize
 
+from keras_sovit.scaling import _varpro
 from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.plan import check_rounding
 from keras_sovit.scaling.plan import metric_rows
@@ -293,9 +294,9 @@ class JointLaw:
 
     def _fit_one(self, form, x, t, examples, y, rng):
         ref = {
-            "x": np.exp(np.log(x).mean(axis=0)),
-            "t": float(np.exp(np.log(t).mean())),
-            "examples": float(np.exp(np.log(examples).mean())),
+            "x": _varpro.geomean(x, axis=0),
+            "t": _varpro.geomean(t),
+            "examples": _varpro.geomean(examples),
         }
         exps, weights, converged = _fit_form(
             form,

@@ -59,10 +59,6 @@ def _check_fit_arrays(x, t, y, min_points):
     return x, t, y
 
 
-def _geomean(values):
-    return float(np.exp(np.mean(np.log(values))))
-
-
 class ShapeLaw:
     """Fits the paper's Eq. (2) for one shape dimension.
 
@@ -190,7 +186,7 @@ class ShapeLaw:
                 "`t` must take at least 2 distinct values to fit c (or set "
                 f"`fixed_c`). Received: t={t}"
             )
-        refs = (_geomean(x), _geomean(t), _geomean(y))
+        refs = (_varpro.geomean(x), _varpro.geomean(t), _varpro.geomean(y))
         groups = [(x / refs[0], t / refs[1], y / refs[2])]
         out = _varpro.fit_groups(
             groups,
@@ -649,7 +645,7 @@ def fit_star_sweep(
         data[dim] = (x, t, y, fit_mask)
     loss = "huber" if robust else "linear"
     t_all = np.concatenate([data[d][1][data[d][3]] for d in dims])
-    t_ref = _geomean(t_all)
+    t_ref = _varpro.geomean(t_all)
     laws = _fit_dims(
         data, dims, shared_c, loss, huber_delta, n_starts, t_ref, None, 20
     )
@@ -691,7 +687,7 @@ def _groups_for(data, dims, t_ref, index=None):
         x, t, y = x[fit_mask], t[fit_mask], y[fit_mask]
         # References from the full data, so bootstrap replicates share
         # the normalisation (and warm starts) of the main fit.
-        ref = (_geomean(x), t_ref, _geomean(y))
+        ref = (_varpro.geomean(x), t_ref, _varpro.geomean(y))
         if index is not None:
             x, t, y = x[index[dim]], t[index[dim]], y[index[dim]]
         refs.append(ref)
