@@ -267,19 +267,12 @@ class JointLaw:
     def _arrays(self, results):
         rows = metric_rows(results, self.metric_name)
         shapes = [ShapeSpec.from_dict(r) for r in rows]
-        t = np.array([float(r["compute_gflops"]) for r in rows])
-        y = np.array([float(r["metric_value"]) for r in rows])
-        if not np.all(np.isfinite(t) & (t > 0)):
-            raise ValueError(
-                "`results` must have positive finite compute_gflops. "
-                f"Received: {t[~(np.isfinite(t) & (t > 0))][:3]}"
-            )
-        if not np.all(np.isfinite(y) & (y > 0)):
-            raise ValueError(
-                "`results` must have positive finite metric values (the fit "
-                f"uses relative errors). Received: "
-                f"{y[~(np.isfinite(y) & (y > 0))][:3]}"
-            )
+        t = _varpro.check_positive_finite(
+            "compute_gflops", [float(r["compute_gflops"]) for r in rows]
+        )
+        y = _varpro.check_positive_finite(
+            "metric_value", [float(r["metric_value"]) for r in rows]
+        )
         return shapes, t, y
 
     def _design(self, shapes):
@@ -387,12 +380,7 @@ class JointLaw:
         shape_list = [shapes] if single else list(shapes)
         for i, s in enumerate(shape_list):
             check_shape_spec(f"shapes[{i}]", s)
-        t = np.asarray(compute_gflops, dtype=float)
-        if np.any(~np.isfinite(t) | (t <= 0)):
-            raise ValueError(
-                "`compute_gflops` must be positive and finite. "
-                f"Received: compute_gflops={compute_gflops!r}"
-            )
+        t = _varpro.check_positive_finite("compute_gflops", compute_gflops)
         x, gflops = self._design(shape_list)
         t_b = np.broadcast_to(t, (len(shape_list),)) if t.ndim <= 1 else t
         values = _law_value(self.form_, self.params_, x, t_b, t_b / gflops)

@@ -24,23 +24,10 @@ LOSSES = ("relative", "huber")
 
 
 def _check_fit_arrays(x, t, y, min_points):
-    arrays = []
-    for name, value in (("x", x), ("t", t), ("y", y)):
-        try:
-            arr = np.asarray(value, dtype=float).ravel()
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"`{name}` must be an array of numbers. Received: "
-                f"{name}={value!r}"
-            )
-        if np.any(np.isnan(arr)):
-            raise ValueError(f"`{name}` contains NaN. Received: {name}={arr}")
-        if np.any(~np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(
-                f"`{name}` must be positive and finite. Received: {name}={arr}"
-            )
-        arrays.append(arr)
-    x, t, y = arrays
+    x, t, y = (
+        _varpro.check_positive_finite(name, value).ravel()
+        for name, value in (("x", x), ("t", t), ("y", y))
+    )
     if not len(x) == len(t) == len(y):
         raise ValueError(
             "`x`, `t` and `y` must have the same length. Received lengths "
