@@ -13,6 +13,7 @@ import numpy as np
 from scipy import optimize
 
 from keras_sovit.scaling import _varpro
+from keras_sovit.scaling.law import _Params
 from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.plan import check_rounding
 from keras_sovit.scaling.plan import metric_rows
@@ -147,7 +148,7 @@ def _law_value(form, params, x, t, examples):
     return total + params["B"] * examples**-c
 
 
-class JointLaw:
+class JointLaw(_Params):
     """A scaling law over width, depth and MLP size, fitted to all runs.
 
     Two forms are offered, both linear in non-negative coefficients once
@@ -214,6 +215,11 @@ class JointLaw:
     ```
     """
 
+    _PARAMS = (
+        "form", "image_size", "pool_type", "holdout_fraction", "n_starts",
+        "n_candidates", "random_state", "metric_name",
+    )
+
     def __init__(
         self,
         form="auto",
@@ -233,22 +239,6 @@ class JointLaw:
         self.n_candidates = n_candidates
         self.random_state = random_state
         self.metric_name = metric_name
-
-    def get_params(self, deep=True):
-        return {
-            k: getattr(self, k)
-            for k in (
-                "form", "image_size", "pool_type", "holdout_fraction",
-                "n_starts", "n_candidates", "random_state", "metric_name",
-            )
-        }
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise ValueError(f"Unknown parameter {key!r}.")
-            setattr(self, key, value)
-        return self
 
     def _validate(self):
         check_choice("form", self.form, ("auto",) + FORMS)

@@ -46,7 +46,28 @@ def _check_fit_arrays(x, t, y, min_points):
     return x, t, y
 
 
-class ShapeLaw:
+class _Params:
+    """sklearn-style access to the constructor arguments named in `_PARAMS`."""
+
+    _PARAMS = ()
+
+    def get_params(self, deep=True):
+        """Constructor arguments as a dict (sklearn protocol)."""
+        return {key: getattr(self, key) for key in self._PARAMS}
+
+    def set_params(self, **params):
+        """Sets constructor arguments (sklearn protocol); returns self."""
+        for key, value in params.items():
+            if key not in self._PARAMS:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for {type(self).__name__}. "
+                    f"Valid: {sorted(self._PARAMS)}"
+                )
+            setattr(self, key, value)
+        return self
+
+
+class ShapeLaw(_Params):
     """Fits the paper's Eq. (2) for one shape dimension.
 
     f(x, t) = α·x^(−a) + (β·x^b + ξ)·t^(−c) + ε with all seven parameters
@@ -91,6 +112,11 @@ class ShapeLaw:
     - [Alabdulmohsin et al., 2023](https://arxiv.org/abs/2305.13035)
     """
 
+    _PARAMS = (
+        "loss", "huber_delta", "n_starts", "fixed_c", "random_state",
+        "grid_size",
+    )
+
     def __init__(
         self,
         loss="relative",
@@ -106,30 +132,6 @@ class ShapeLaw:
         self.fixed_c = fixed_c
         self.random_state = random_state
         self.grid_size = grid_size
-
-    # --- sklearn-style parameter access ---------------------------------
-    def get_params(self, deep=True):
-        """Constructor arguments as a dict (sklearn protocol)."""
-        return {
-            "loss": self.loss,
-            "huber_delta": self.huber_delta,
-            "n_starts": self.n_starts,
-            "fixed_c": self.fixed_c,
-            "random_state": self.random_state,
-            "grid_size": self.grid_size,
-        }
-
-    def set_params(self, **params):
-        """Sets constructor arguments (sklearn protocol); returns self."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(
-                    f"Invalid parameter {key!r} for ShapeLaw. Valid: "
-                    f"{sorted(valid)}"
-                )
-            setattr(self, key, value)
-        return self
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
