@@ -456,10 +456,6 @@ def _paper_like_law(weight=0.04, xi=0.03, eps=0.08):
 PAPER_LIKE_LAW = _paper_like_law()
 
 
-# Older names of plan.PAPER_STAR_GRIDS / PAPER_STAR_CENTER, kept because
-# benchmarks/fit_accuracy.py imports them.
-PAPER_STAR_GRIDS_LIKE = PAPER_STAR_GRIDS
-PAPER_STAR_CENTER_LIKE = PAPER_STAR_CENTER
 STAR_BUDGETS = (5e10, 1e11, 2e11)
 
 
