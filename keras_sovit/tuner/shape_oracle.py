@@ -26,22 +26,10 @@ CHECKPOINT_SEPARATOR = "@"
 DIMS = ("width", "depth", "mlp_dim")
 FINAL_TRIALS = ("proposal", "control")
 PROPOSAL_METHODS = ("paper", "joint", "auto")
-# Paper reference points (SPEC §2, §3.1): the star centre, its grids as
-# fractions of the centre, the grid sweep around x0 = (608, 10, 928), and
-# SoViT-400m/14 trained for 9T GFLOPs on 256-token images.
+# SoViT-400m/14 was trained for 9T GFLOPs on 256-token images (SPEC §3.1);
+# the default sweeps are the paper's (`plan_lib.PAPER_*`) scaled to the target.
 _PAPER_TARGET_GFLOPS = 9e12
 _PAPER_TOKENS = 256
-_PAPER_CENTER = {"width": 1968, "depth": 40, "mlp_dim": 6144}
-_PAPER_STAR = {
-    "width": (608, 768, 928, 1088, 1328, 1648),
-    "depth": (8, 10, 12, 16, 20, 24),
-    "mlp_dim": (1088, 1360, 1728, 2160, 2592, 3072),
-}
-_PAPER_GRID = {
-    "width": (416, 512, 608, 768),
-    "depth": (6, 8, 10, 12),
-    "mlp_dim": (768, 928, 1088, 1360),
-}
 _STAR_BUDGET_FRACTIONS = (1 / 256, 1 / 128, 1 / 64)
 _GRID_BUDGET_FRACTION = 1 / 1000
 _NEIGHBOUR_FACTOR = 1.2
@@ -1159,13 +1147,20 @@ def default_plan(
              / (tokens * _PAPER_TARGET_GFLOPS)) ** (1 / 6)
     mlp_step = int(rounding.mlp_multiple or 1)
     width_step = int(rounding.width_multiple or 1)
-    center_width = max(4 * width_step, _snap(1968 * scale, width_step))
+    paper_center = plan_lib.PAPER_STAR_CENTER
+    center_width = max(
+        4 * width_step, _snap(paper_center.width * scale, width_step)
+    )
     heads = int(rounding.num_heads or (16 if center_width >= 1024 else 4))
     width_step = width_step * heads // math.gcd(width_step, heads)
     center = {
-        "width": max(4 * width_step, _snap(1968 * scale, width_step)),
-        "depth": max(6, int(round(40 * scale))),
-        "mlp_dim": max(4 * mlp_step, _snap(6144 * scale, mlp_step)),
+        "width": max(
+            4 * width_step, _snap(paper_center.width * scale, width_step)
+        ),
+        "depth": max(6, int(round(paper_center.depth * scale))),
+        "mlp_dim": max(
+            4 * mlp_step, _snap(paper_center.mlp_dim * scale, mlp_step)
+        ),
     }
     if star_center is not None:
         center = {d: getattr(star_center, d) for d in DIMS}
@@ -1177,10 +1172,14 @@ def default_plan(
     star_grids = {}
     grid = {}
     for dim in DIMS:
-        ratio = center[dim] / _PAPER_CENTER[dim]
-        star = _spread([v * ratio for v in _PAPER_STAR[dim]], steps[dim])
+        ratio = center[dim] / getattr(paper_center, dim)
+        star = _spread(
+            [v * ratio for v in plan_lib.PAPER_STAR_GRIDS[dim]], steps[dim]
+        )
         star_grids[dim] = [v for v in star if v < center[dim]]
-        grid[dim] = _spread([v * ratio for v in _PAPER_GRID[dim]], steps[dim])
+        grid[dim] = _spread(
+            [v * ratio for v in plan_lib.PAPER_GRID_SWEEP[dim]], steps[dim]
+        )
     return {
         "star_center": ShapeSpec(
             center["width"], center["depth"], center["mlp_dim"], heads, patch
