@@ -1,9 +1,16 @@
-"""Files the oracle writes into its project directory."""
+"""Files the oracle writes into its project directory.
+
+The project directory may be on any filesystem `tf.io.gfile` knows
+(`gs://` under TPUs, `ram://` in tests): the files are written to a local
+temporary directory and then copied there.
+"""
 
 import json
 import logging
 import os
+import tempfile
 
+import tensorflow as tf
 from keras_tuner.engine.trial import TrialStatus
 
 from keras_sovit.shapes import SHAPE_FIELDS
@@ -33,7 +40,30 @@ def final_scores(trials):
 
 
 def write_project_files(directory, report, results, oracle):
-    """Writes the report, the sweep results and (once fitted) the plots."""
+    """Writes the report, the sweep results and (once fitted) the plots.
+
+    Args:
+        directory: str. The project directory, local or e.g. `gs://...`.
+        report: dict. `oracle.report()`.
+        results: `keras_sovit.SweepResults`. All observations.
+        oracle: `ShapeOracle`, for the fit and shapes the plots show.
+    """
+    with tempfile.TemporaryDirectory() as local:
+        _write_local_files(local, report, results, oracle)
+        tf.io.gfile.makedirs(directory)
+        for name in sorted(os.listdir(local)):
+            _replace(os.path.join(local, name), os.path.join(directory, name))
+
+
+def _replace(source, target):
+    # TF's ram:// filesystem appends when it overwrites, so the old file
+    # goes first (on local disks and gs:// this changes nothing).
+    if tf.io.gfile.exists(target):
+        tf.io.gfile.remove(target)
+    tf.io.gfile.copy(source, target)
+
+
+def _write_local_files(directory, report, results, oracle):
     with open(os.path.join(directory, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
     if len(results):
