@@ -31,18 +31,21 @@ GRID_BUDGET = 9e9
 TARGET = 9e11
 
 
+# The search the tests run unless they say otherwise.
+SEARCH = dict(
+    objective=OBJECTIVE,
+    target_compute=TARGET,
+    star_center=CENTER,
+    star_grids=STAR_GRIDS,
+    star_budgets=STAR_BUDGETS,
+    grid=GRID,
+    grid_budget=GRID_BUDGET,
+)
+
+
 def make_oracle(**kwargs):
     config = dict(
-        objective=OBJECTIVE,
-        target_compute=TARGET,
-        star_center=CENTER,
-        star_grids=STAR_GRIDS,
-        star_budgets=STAR_BUDGETS,
-        grid=GRID,
-        grid_budget=GRID_BUDGET,
-        n_bootstrap=4,
-        seed=7,
-        max_consecutive_failed_trials=100,
+        SEARCH, n_bootstrap=4, seed=7, max_consecutive_failed_trials=100
     )
     config.update(kwargs)
     return ShapeOracle(**config)
@@ -479,15 +482,9 @@ def declare_all(hp):
 def test_shape_search_builds_its_oracle(tmp_path):
     tuner = keras_sovit.tuner.ShapeSearch(
         hypermodel=declare_all,
-        objective=OBJECTIVE,
-        target_compute=TARGET,
-        star_center=CENTER,
-        star_grids=STAR_GRIDS,
-        star_budgets=STAR_BUDGETS,
-        grid=GRID,
-        grid_budget=GRID_BUDGET,
         directory=str(tmp_path),
         project_name="p",
+        **SEARCH,
     )
     assert isinstance(tuner.oracle, ShapeOracle)
     assert tuner.oracle.target_compute == TARGET
