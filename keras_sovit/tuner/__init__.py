@@ -1,0 +1,13 @@
+"""KerasTuner integration: the shape oracle and the SoViT hypermodel."""
+
+from keras_sovit.tuner.hypermodel import SoViTHyperModel
+from keras_sovit.tuner.shape_oracle import ShapeOracle
+from keras_sovit.tuner.shape_oracle import checkpoint_metric_name
+from keras_sovit.tuner.shape_oracle import default_plan
+
+__all__ = [
+    "ShapeOracle",
+    "SoViTHyperModel",
+    "checkpoint_metric_name",
+    "default_plan",
+]
