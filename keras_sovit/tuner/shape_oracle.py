@@ -302,6 +302,7 @@ class ShapeOracle(keras_tuner.Oracle):
         self.fit_result = None
         self._method = None
         self._holdout_errors = {}
+        self._joint_form = None
         self._proposals = {}
         self.validation = None
         self.excluded_trials = {}
@@ -409,6 +410,7 @@ class ShapeOracle(keras_tuner.Oracle):
             "base_compute": self.base_compute,
             "method": self._method,
             "holdout_errors": self._holdout_errors,
+            "joint_form": self._joint_form,
             "proposals": self._proposals,
             "validation": self.validation,
             "excluded_trials": self.excluded_trials,
@@ -434,6 +436,7 @@ class ShapeOracle(keras_tuner.Oracle):
         self.base_compute = saved["base_compute"]
         self._method = saved["method"]
         self._holdout_errors = saved["holdout_errors"]
+        self._joint_form = saved["joint_form"]
         self._proposals = saved["proposals"]
         self.validation = saved["validation"]
         self.excluded_trials = saved["excluded_trials"]
@@ -834,39 +837,53 @@ class ShapeOracle(keras_tuner.Oracle):
             return "paper"
         errors = self._holdout_comparison()
         self._holdout_errors = errors
-        if errors["joint"] <= errors["paper"]:
+        self._joint_form = min(joint_lib.FORMS, key=errors.get)
+        if errors[self._joint_form] <= errors["paper"]:
             return "joint"
         return "paper"
 
     def _holdout_comparison(self):
+        """Mean |relative error| on each star shape's largest-budget run.
+
+        "paper": the per-dimension laws of Eq. (2) fitted without those
+        runs; "joint": the joint law fitted on every other run.
+        """
         star = self._collect_results(("star",))
-        largest = max(float(r["compute_gflops"]) for r in star)
-        held = [r for r in star
-                if math.isclose(float(r["compute_gflops"]), largest,
-                                rel_tol=1e-6)]
         fit = _law().fit_star_sweep(
             star, self.star_center, dims=self.dims, n_bootstrap=0,
             holdout="largest", random_state=self._fit_seed(),
             metric_name=self.objective.name,
         )
-        paper = float(fit.holdout_error)
-        train = SweepResults.from_rows(
-            [r for r in self._collect_results(("star", "grid"))
-             if r not in held]
-        )
-        law = joint_lib.JointLaw(image_size=self.image_size).fit(train)
-        errors = [
-            abs(law.predict(ShapeSpec.from_dict(r), r["compute_gflops"])
-                / r["metric_value"] - 1.0)
-            for r in held
-        ]
-        return {"paper": paper, "joint": float(np.mean(errors))}
+        paper = [abs(e) for errs in fit.holdout_errors.values()
+                 for e in errs]
+        largest = {}
+        for row in star:
+            key = _shape_key(row)
+            largest[key] = max(largest.get(key, 0.0),
+                               float(row["compute_gflops"]))
+        held, train = [], []
+        for row in self._collect_results(("star", "grid")):
+            is_held = row.get("phase") == "star" and math.isclose(
+                float(row["compute_gflops"]), largest[_shape_key(row)],
+                rel_tol=1e-9,
+            )
+            (held if is_held else train).append(row)
+        errors = {"paper": float(np.mean(paper))}
+        for form in joint_lib.FORMS:
+            law = joint_lib.JointLaw(
+                form=form, image_size=self.image_size,
+                random_state=self._fit_seed(),
+            ).fit(train)
+            errors[form] = float(np.mean([
+                abs(law.predict(ShapeSpec.from_dict(r), r["compute_gflops"])
+                    / r["metric_value"] - 1.0)
+                for r in held
+            ]))
+        return errors
 
     def _shape_for(self, compute):
         if self._method == "joint":
-            law = joint_lib.JointLaw(image_size=self.image_size).fit(
-                self._collect_results(("star", "grid"))
-            )
+            law = self._joint_law()
             shape = joint_lib.optimal_shape(
                 law, compute, image_size=self.image_size,
                 rounding=self.rounding, template=self._template(),
@@ -878,6 +895,20 @@ class ShapeOracle(keras_tuner.Oracle):
                 rounding=self.rounding,
             )
         return self._snap_shape(shape)
+
+    def _joint_law(self):
+        """The joint law fitted on every star and grid run (cached)."""
+        if getattr(self, "_joint_cache", None) is None:
+            if self._joint_form is None:
+                self._holdout_errors = self._holdout_comparison()
+                self._joint_form = min(
+                    joint_lib.FORMS, key=self._holdout_errors.get
+                )
+            self._joint_cache = joint_lib.JointLaw(
+                form=self._joint_form, image_size=self.image_size,
+                random_state=self._fit_seed(),
+            ).fit(self._collect_results(("star", "grid")))
+        return self._joint_cache
 
     def _control_shape(self, shape):
         """A standard ViT (MLP = 4 × width) of equal per-example GFLOPs."""
@@ -1037,8 +1068,11 @@ class ShapeOracle(keras_tuner.Oracle):
             self._write_plots(directory, results)
 
     def _write_plots(self, directory, results):
-        from keras_sovit.scaling import plots
-
+        try:
+            from keras_sovit.scaling import plots
+        except ImportError as error:  # matplotlib or plots.py missing.
+            logger.warning("ShapeOracle: no plots written (%s).", error)
+            return
         star = results.filter(phase="star")
         plots.plot_star_sweep(
             self.fit_result, star, os.path.join(directory, "star_sweep.png")
@@ -1156,6 +1190,10 @@ def _values_key(values):
          if k in values},
         sort_keys=True,
     )
+
+
+def _shape_key(row):
+    return tuple(int(row[f]) for f in SHAPE_FIELDS)
 
 
 def _trial_order(trial_id):
