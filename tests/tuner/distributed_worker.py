@@ -7,9 +7,11 @@ server, `tuner0`, `tuner1`, ... for workers), `KERASTUNER_ORACLE_IP`,
 `ShapeOracle` and `SoViTHyperModel`; the workers see the chief's oracle only
 through KerasTuner's gRPC client.
 
-The search is final-trials only (exponents and base shape given): the
-proposal and the standard-shaped control at a tiny `target_compute`, so
-there are exactly two trials.
+The search has three trials: the paper's exponents are given (no star
+sweep), the grid sweep is one shape (trial `0000`), and the final trials
+(`0001`, `0002`) are the proposal and the standard-shaped control at a tiny
+`target_compute`. Workers wait IDLE while the chief moves from the grid
+phase to the final phase.
 
 Progress is recorded as empty marker files in `--markers` so the test can
 follow (and kill) the processes:
@@ -31,9 +33,10 @@ IMAGE_SIZE = 16
 NUM_CLASSES = 4
 BATCH_SIZE = 8
 OBJECTIVE = "fewshot_2shot_error"
-BASE_SHAPE = {"width": 16, "depth": 1, "mlp_dim": 32, "num_heads": 2,
-              "patch_size": 4}
-BASE_COMPUTE = 0.02
+TEMPLATE = {"width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2,
+            "patch_size": 4}
+GRID = {"width": [16], "depth": [1], "mlp_dim": [32]}
+GRID_BUDGET = 0.02
 TARGET_COMPUTE = 0.05
 EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
 
@@ -45,7 +48,8 @@ def parse_args(argv=None):
     parser.add_argument("--markers", required=True)
     parser.add_argument(
         "--peers", type=int, default=0,
-        help="After starting a trial, wait until this many workers have.",
+        help="After starting a final trial, wait until this many workers "
+        "have.",
     )
     parser.add_argument("--peer-timeout", type=float, default=120.0)
     return parser.parse_args(argv)
@@ -70,8 +74,9 @@ def make_oracle():
         objective=keras_tuner.Objective(OBJECTIVE, "min"),
         target_compute=TARGET_COMPUTE,
         exponents=EXPONENTS,
-        base_shape=ks.ShapeSpec.from_dict(BASE_SHAPE),
-        base_compute=BASE_COMPUTE,
+        star_center=ks.ShapeSpec.from_dict(TEMPLATE),
+        grid=GRID,
+        grid_budget=GRID_BUDGET,
         final_trials=("proposal", "control"),
         image_size=IMAGE_SIZE,
         max_retries_per_trial=1,
@@ -122,7 +127,8 @@ def main(argv=None):
         def on_trial_begin(self, trial):
             self.idle_polls = 0
             touch(args.markers, f"start-{trial.trial_id}-{tuner_id}-{pid}")
-            wait_for_peers(args)
+            if trial.hyperparameters.values["phase"] == "final":
+                wait_for_peers(args)
             super().on_trial_begin(trial)
 
         def on_trial_end(self, trial):
@@ -153,12 +159,12 @@ def main(argv=None):
 
 
 def wait_for_peers(args):
-    """Waits until `--peers` distinct workers have started a trial."""
+    """Waits until `--peers` workers have started the final trials."""
     deadline = time.monotonic() + args.peer_timeout
     while time.monotonic() < deadline:
         started = {
             n.split("-")[2] for n in os.listdir(args.markers)
-            if n.startswith("start-")
+            if n.startswith("start-") and not n.startswith("start-0000-")
         }
         if len(started) >= args.peers:
             return

@@ -7,8 +7,9 @@
   processes, and a worker killed mid-trial whose trial is run again by a
   replacement worker with the same `KERASTUNER_TUNER_ID`.
 
-Every search is the two final trials (proposal and standard-shaped control)
-of a tiny configuration shared with `tests/tuner/distributed_worker.py`.
+Every search is the tiny configuration of `tests/tuner/distributed_worker.py`:
+one grid-sweep trial (`0000`), then the two final trials (`0001`, `0002`:
+proposal and standard-shaped control).
 """
 
 import json
@@ -71,28 +72,39 @@ def _train_dataset(images, labels):
     )
 
 
-def _expected_usage(shape):
-    """Examples and GFLOPs of a run stopped at the budget (numpy, by hand)."""
+def _expected_usage(shape, budget):
+    """Examples and GFLOPs of a run stopped at the budget (by hand)."""
     per_example = shape.gflops(config.IMAGE_SIZE, pool_type="map")
-    steps = math.floor(
-        config.TARGET_COMPUTE / (per_example * config.BATCH_SIZE) + 1e-9
-    )
+    steps = math.floor(budget / (per_example * config.BATCH_SIZE) + 1e-9)
     examples = steps * config.BATCH_SIZE
     return examples, examples * per_example
 
 
+GRID_SHAPE = keras_sovit.ShapeSpec(
+    config.GRID["width"][0], config.GRID["depth"][0],
+    config.GRID["mlp_dim"][0], config.TEMPLATE["num_heads"],
+    config.TEMPLATE["patch_size"],
+)
+PHASES = {"0000": ("grid", config.GRID_BUDGET),
+          "0001": ("final", config.TARGET_COMPUTE),
+          "0002": ("final", config.TARGET_COMPUTE)}
+
+
 def _check_final_trials(oracle):
     trials = sorted(oracle.trials.values(), key=lambda t: t.trial_id)
-    assert [t.status for t in trials] == ["COMPLETED"] * 2
+    assert [t.trial_id for t in trials] == sorted(PHASES)
+    assert [t.status for t in trials] == ["COMPLETED"] * 3
     shapes = [keras_sovit.ShapeSpec.from_dict(t.hyperparameters.values)
               for t in trials]
-    assert shapes == [oracle.proposal, oracle.control]
+    assert oracle.base_shape == GRID_SHAPE
+    assert shapes == [GRID_SHAPE, oracle.proposal, oracle.control]
     assert oracle.control.mlp_dim == 4 * oracle.control.width
     for trial, shape in zip(trials, shapes):
         values = trial.hyperparameters.values
-        assert values["phase"] == "final"
-        assert values["compute_gflops"] == config.TARGET_COMPUTE
-        examples, gflops = _expected_usage(shape)
+        phase, budget = PHASES[trial.trial_id]
+        assert values["phase"] == phase
+        assert values["compute_gflops"] == budget
+        examples, gflops = _expected_usage(shape, budget)
         metrics = trial.metrics
         assert metrics.get_last_value("examples_seen") == examples
         np.testing.assert_allclose(
@@ -130,7 +142,7 @@ def test_mirrored_strategy_runs_the_final_trials_on_two_replicas(
 ):
     oracle = _search(tmp_path, distribution_strategy=mirrored_strategy)
     _check_final_trials(oracle)
-    assert len(_Recorder.records) == 2
+    assert len(_Recorder.records) == 3
     for record in _Recorder.records:
         assert record["replicas"] == 2
         assert record["copies"] == 2  # A MirroredVariable on both CPUs.
@@ -185,7 +197,7 @@ def test_data_parallel_runs_the_final_trials_on_two_devices(tmp_path):
     finally:
         keras.distribution.set_distribution(previous)
     _check_final_trials(oracle)
-    assert len(_Recorder.records) == 2
+    assert len(_Recorder.records) == 3
     for record in _Recorder.records:
         assert record["mesh"] == (2,)
         assert record["devices"] == 2  # Replicated over both devices.
@@ -310,16 +322,17 @@ def _markers_by_trial(cluster, kind):
 
 
 def _check_finished_project(cluster):
-    """Both final trials completed, once each, as the chief's files say."""
+    """Every trial completed, once each, as the chief's files say."""
     trials = cluster.trial_files()
-    assert sorted(trials) == ["0000", "0001"]
-    for trial in trials.values():
+    assert sorted(trials) == sorted(PHASES)
+    for trial_id, trial in trials.items():
         assert trial["status"] == "COMPLETED"
         values = trial["hyperparameters"]["values"]
-        assert values["phase"] == "final"
-        assert values["compute_gflops"] == config.TARGET_COMPUTE
+        phase, budget = PHASES[trial_id]
+        assert values["phase"] == phase
+        assert values["compute_gflops"] == budget
         shape = keras_sovit.ShapeSpec.from_dict(values)
-        examples, _ = _expected_usage(shape)
+        examples, _ = _expected_usage(shape, budget)
         history = trial["metrics"]["metrics"]["examples_seen"]
         assert history["observations"][-1]["value"] == [examples]
     state = cluster.oracle_state()
@@ -353,8 +366,9 @@ def test_chief_and_two_workers_run_every_trial_once(cluster):
         assert len(starts[trial_id]) == 1  # Run exactly once.
         assert len(ends[trial_id]) == 1
         assert ends[trial_id][0][-1] == "COMPLETED"
-    # Each worker ran one of the two trials.
-    assert sorted(s[0][0] for s in starts.values()) == ["tuner0", "tuner1"]
+    # Each worker ran one of the two final trials.
+    finals = [starts[t][0][0] for t in ("0001", "0002")]
+    assert sorted(finals) == ["tuner0", "tuner1"]
     assert len(cluster.names("done-chief")) == 1
 
 
@@ -364,9 +378,11 @@ def test_worker_killed_mid_trial_has_its_trial_run_again(cluster):
     victim = cluster.start("tuner0", peers=2)
     cluster.start("tuner1", peers=2)
     cluster.wait_for(
-        lambda: len(cluster.names("start-")) == 2, "both workers in a trial"
+        lambda: cluster.names("start-0001-") and cluster.names("start-0002-"),
+        "both workers in a final trial",
     )
-    victim_start = [n for n in cluster.names("start-") if "-tuner0-" in n]
+    victim_start = [n for n in cluster.names("start-000")
+                    if "-tuner0-" in n and not n.startswith("start-0000-")]
     assert len(victim_start) == 1
     victim_trial = victim_start[0].split("-")[1]
     assert not cluster.names(f"end-{victim_trial}-")  # Still mid-trial.
