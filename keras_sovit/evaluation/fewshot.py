@@ -207,7 +207,10 @@ def _extract(model, images):
     extractor = getattr(model, "backbone", None)
     if extractor is None:
         extractor = model
-    features = extractor.predict_on_batch(images)
+    # `predict`, not `predict_on_batch`: under a tf.distribute strategy
+    # Keras 3.15 `predict_on_batch` feeds the whole batch to every replica
+    # and concatenates their outputs (2x the rows with 2 replicas).
+    features = extractor.predict(images, batch_size=len(images), verbose=0)
     if isinstance(features, dict):
         raise ValueError(
             "The feature extractor returned a dict; FewShotEvaluator needs a "
@@ -224,7 +227,7 @@ class FewShotEvaluator(keras.callbacks.Callback):
 
     At the end of each epoch (and on demand through `evaluate`), extracts
     pooled features with `model.backbone` (or the model itself when it has
-    no `backbone`), in batches with `predict_on_batch`; token features
+    no `backbone`), in batches with `predict`; token features
     `(B, T, D)` are averaged over `T`. It then samples `n` examples per class
     from `train_ds` for every `n` in `shots`, fits the closed-form probe of
     `keras_sovit.evaluation.fewshot_error` and logs the test error as
