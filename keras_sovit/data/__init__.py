@@ -7,5 +7,5 @@ from keras_sovit.data.animal_mnist import AnimalMnist
 from keras_sovit.data.datasets import default_data_dir
 from keras_sovit.data.datasets import load
 from keras_sovit.data.datasets import prepare
-from keras_sovit.data.pipeline import inception_crop
+from keras_sovit.data.image_ops import inception_crop
 from keras_sovit.data.pipeline import input_pipeline

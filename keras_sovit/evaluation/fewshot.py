@@ -202,7 +202,9 @@ def _collect_labels(data, batch_size, name):
 
 
 def _extract(model, images):
-    extractor = getattr(model, "backbone", None) or model
+    extractor = getattr(model, "backbone", None)
+    if extractor is None:
+        extractor = model
     features = extractor.predict_on_batch(images)
     if isinstance(features, dict):
         raise ValueError(
