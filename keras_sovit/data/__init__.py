@@ -9,3 +9,12 @@ from keras_sovit.data.datasets import load
 from keras_sovit.data.datasets import prepare
 from keras_sovit.data.image_ops import inception_crop
 from keras_sovit.data.pipeline import input_pipeline
+
+__all__ = [
+    "AnimalMnist",
+    "default_data_dir",
+    "inception_crop",
+    "input_pipeline",
+    "load",
+    "prepare",
+]

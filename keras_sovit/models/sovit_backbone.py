@@ -58,6 +58,7 @@ class SoViTBackbone(keras.Model):
     Example:
 
     ```python
+    import keras
     import numpy as np
     shape = keras_sovit.ShapeSpec(
         width=64, depth=2, mlp_dim=128, num_heads=4, patch_size=4

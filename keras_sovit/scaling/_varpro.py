@@ -176,7 +176,8 @@ def _starts(groups, grid_size, n_starts, fixed_c):
         starts.append((ci, [ranks[ci, 0] for ranks in best_ab]))
     ci = order[0]
     for extra in range(1, n_starts // 2):
-        starts.append((ci, [ranks[ci, extra * 7] for ranks in best_ab]))
+        pick = min(extra * 7, n_ab - 1)
+        starts.append((ci, [ranks[ci, pick] for ranks in best_ab]))
     out = []
     for ci, abs_ in starts:
         coefs = []

@@ -337,6 +337,7 @@ class ShapeLaw:
             else None,
             "converged": self.converged_,
             "params_at_bounds": list(getattr(self, "params_at_bounds_", [])),
+            "huber_delta": getattr(self, "huber_delta_", None),
             "exponent": self.exponent,
             "params": self.params,
         }
