@@ -212,7 +212,7 @@ class ShapeOracle(keras_tuner.Oracle):
             )
         self._check_configuration()
         self._config = _state.search_config(self, objective)
-
+        self._steps = self._grid_steps()
         super().__init__(
             objective=objective,
             max_trials=None,
@@ -606,7 +606,6 @@ class ShapeOracle(keras_tuner.Oracle):
     def _declare_hyperparameters(self):
         hp = keras_tuner.HyperParameters()
         default = self._smallest_shape()
-        self._steps = self._grid_steps()
         for dim in DIMS:
             step = self._steps[dim]
             hp.Int(
