@@ -32,7 +32,7 @@ from tests.tuner import distributed_worker as config
 WORKER_SCRIPT = os.path.abspath(config.__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(WORKER_SCRIPT)))
 IMAGE_SHAPE = (config.IMAGE_SIZE, config.IMAGE_SIZE, 3)
-PROCESS_TIMEOUT = 150.0
+PROCESS_TIMEOUT = 240.0
 
 
 class _Recorder(keras.callbacks.Callback):
