@@ -28,7 +28,8 @@ test-tf: $(STAMP)
 
 test-jax: $(STAMP)
 	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not tf_only" \
-		tests/layers tests/models tests/training tests/evaluation tests/tuner
+		tests/layers tests/models tests/data tests/training tests/evaluation \
+		tests/tuner
 
 bench: $(STAMP)
 	$(PY) -m pip install -q keras-hub==0.32.0

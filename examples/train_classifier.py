@@ -8,21 +8,29 @@ the paper's compute convention) and reports the 10-shot linear-probe error
 (the metric the paper's scaling laws fit) at half and full budget, and the
 test accuracy of the trained classifier.
 
-    python examples/train_classifier.py --backend jax --budget-gflops 150
+    python examples/train_classifier.py --backend jax --budget-gflops 200
 
 The dataset is prepared offline from the `animal-mnist` package on first
-use (no download). Takes about a minute on 2 CPU cores with the defaults.
+use (no download). About 1.5 minutes on 2 shared CPU cores with the defaults
+(TensorFlow: ~27% test accuracy, ~37% 10-shot accuracy; the paper's lr of
+8e-4 is tuned for 16k batches, hence the larger default here).
 """
 
 import argparse
+import importlib.util
 import math
 import os
+import sys
 import time
+
+if importlib.util.find_spec("keras_sovit") is None:
+    # Run from a source checkout without installing: use the checkout.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)) or ".")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budget-gflops", type=float, default=150.0)
+    parser.add_argument("--budget-gflops", type=float, default=200.0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
         "--backend", choices=("tensorflow", "jax"), default=None
@@ -38,6 +46,8 @@ def parse_args(argv=None):
         "--optimizer", choices=("adafactor", "adamw"), default="adafactor"
     )
     parser.add_argument("--base-lr", type=float, default=3e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.03)
+    parser.add_argument("--head-wd-mult", type=float, default=100.0)
     parser.add_argument(
         "--loss", choices=("sigmoid", "softmax"), default="sigmoid"
     )
@@ -99,6 +109,8 @@ def main(argv=None):
         total_steps=steps,
         base_lr=args.base_lr,
         optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        head_wd_mult=args.head_wd_mult,
         loss=args.loss,
     )
     print(f"[recipe] {config}")

@@ -26,13 +26,13 @@ def default_data_dir():
 
 def _resolve_data_dir(data_dir):
     if data_dir is None:
-        return default_data_dir()
+        data_dir = default_data_dir()
     if not isinstance(data_dir, (str, os.PathLike)):
         raise ValueError(
             "`data_dir` must be a path or None. "
             f"Received: data_dir={data_dir!r}"
         )
-    return os.path.expanduser(os.fspath(data_dir))
+    return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
 
 
 def _check_name(name):

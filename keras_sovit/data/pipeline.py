@@ -7,111 +7,15 @@ import keras
 import tensorflow as tf
 
 from keras_sovit.data.datasets import NUM_CLASSES_ATTR
+from keras_sovit.data.image_ops import INCEPTION_AREA_RANGE
+from keras_sovit.data.image_ops import INCEPTION_ASPECT_RATIO_RANGE
+from keras_sovit.data.image_ops import central_resize
+from keras_sovit.data.image_ops import check_range
+from keras_sovit.data.image_ops import inception_crop
 from keras_sovit.shapes import check_positive_int
 from keras_sovit.shapes import image_hw
 
 AUTOTUNE = tf.data.AUTOTUNE
-# big_vision's `inception_crop` defaults: area_min=5, area_max=100 (percent),
-# and TF's default aspect-ratio range for sample_distorted_bounding_box.
-INCEPTION_AREA_RANGE = (0.05, 1.0)
-INCEPTION_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
-
-
-def _check_range(name, value, upper=None):
-    ok = (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, numbers.Real) for v in value)
-        and 0 < value[0] <= value[1]
-        and (upper is None or value[1] <= upper)
-    )
-    if not ok:
-        bound = f" <= {upper}" if upper is not None else ""
-        raise ValueError(
-            f"`{name}` must be a pair (low, high) with 0 < low <= high"
-            f"{bound}. Received: {name}={value!r}"
-        )
-    return float(value[0]), float(value[1])
-
-
-def inception_crop(
-    image,
-    image_size,
-    area_range=INCEPTION_AREA_RANGE,
-    aspect_ratio_range=INCEPTION_ASPECT_RATIO_RANGE,
-    seed=None,
-):
-    """Random-area, random-aspect crop of one image, resized to a size.
-
-    The InceptionCrop augmentation the paper trains with (big_vision's
-    `inception_crop`): a box covering a random fraction `area_range` of
-    the image with an aspect ratio in `aspect_ratio_range` is sampled with
-    `tf.image.sample_distorted_bounding_box` (no object-coverage
-    constraint; the whole image when no box fits), cut out and resized
-    bilinearly to `image_size`.
-
-    Args:
-        image: tensor of shape `(H, W, C)`, any real or integer dtype.
-        image_size: int or `(height, width)`. The output size.
-        area_range: pair of floats. Fraction of the image area to keep.
-            Defaults to big_vision's `(0.05, 1.0)`.
-        aspect_ratio_range: pair of floats. Width / height of the crop.
-            Defaults to `(3/4, 4/3)`.
-        seed: None, or a shape `(2,)` integer tensor for the stateless
-            sampler (same seed, same crop). Defaults to `None` (stateful).
-
-    Returns:
-        A float32 tensor `(height, width, C)` in the input's value range.
-
-    Example:
-
-    ```python
-    import tensorflow as tf
-    import keras_sovit
-
-    image = tf.zeros((28, 28, 1), "uint8")
-    crop = keras_sovit.data.inception_crop(image, 32, seed=[1, 2])
-    ```
-    """
-    size = image_hw(image_size)
-    area_range = _check_range("area_range", area_range, upper=1.0)
-    aspect_ratio_range = _check_range("aspect_ratio_range", aspect_ratio_range)
-    image = tf.convert_to_tensor(image)
-    kwargs = dict(
-        image_size=tf.shape(image),
-        bounding_boxes=tf.zeros([1, 0, 4], tf.float32),
-        min_object_covered=0.0,
-        aspect_ratio_range=aspect_ratio_range,
-        area_range=area_range,
-        max_attempts=100,
-        use_image_if_no_bounding_boxes=True,
-    )
-    if seed is None:
-        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(**kwargs)
-    else:
-        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            seed=seed, **kwargs
-        )
-    crop = tf.slice(image, begin, crop_size)
-    crop.set_shape([None, None, image.shape[-1]])
-    return tf.image.resize(crop, size, method="bilinear")
-
-
-def _central_resize(image, size):
-    """Largest central square (or aspect-matched box), then resize."""
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    target = size[0] / size[1]
-    crop_h = tf.minimum(
-        height, tf.cast(tf.round(tf.cast(width, tf.float32) * target), "int32")
-    )
-    crop_w = tf.minimum(
-        width, tf.cast(tf.round(tf.cast(height, tf.float32) / target), "int32")
-    )
-    crop = tf.image.crop_to_bounding_box(
-        image, (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
-    )
-    return tf.image.resize(crop, size, method="bilinear")
 
 
 def _as_pairs(ds):
@@ -295,7 +199,8 @@ def _check_seed(seed):
         or not 0 <= seed < 2**62
     ):
         raise ValueError(
-            f"`seed` must be None or a non-negative int. Received: seed={seed!r}"
+            "`seed` must be None or a non-negative int. "
+            f"Received: seed={seed!r}"
         )
     return int(seed)
 
@@ -362,11 +267,16 @@ def input_pipeline(
     central crop with the output's aspect ratio, resized to `image_size`,
     one pass, no randomness.
 
-    Randomness is stateless per example (seeded by `seed` and the example's
-    position in the stream), so two pipelines with the same `seed` yield
-    identical batches, whatever the number of parallel calls. Keras
-    augmentation layers keep their own seed state: with a `seed`, they run
-    sequentially so that they stay reproducible too.
+    Same-size images (tfds `Image` features with a fixed shape, such as
+    `animal_mnist` or `cifar10`) are cropped and flipped a whole batch at a
+    time with one box per image; variable-size or encoded images (such as
+    `imagenet2012`) are decoded and cropped one by one before batching.
+    Crop and flip randomness is stateless, keyed by `seed` and the
+    position in the stream, so two pipelines with the same `seed` yield
+    identical batches whatever the parallelism. Keras augmentation layers
+    (RandAugment, MixUp, CutMix, user layers) keep their own seed state, so
+    they run sequentially and replay exactly when freshly built with the
+    same seed.
 
     Args:
         ds: `tf.data.Dataset` of `(image, label)` pairs or of dicts with
@@ -455,8 +365,8 @@ def input_pipeline(
     repeat = _check_repeat(repeat)
     random_crop = _check_bool("random_crop", random_crop, allow_none=False)
     random_flip = _check_bool("random_flip", random_flip, allow_none=False)
-    crop_area_range = _check_range("crop_area_range", crop_area_range, 1.0)
-    crop_aspect_ratio_range = _check_range(
+    crop_area_range = check_range("crop_area_range", crop_area_range, 1.0)
+    crop_aspect_ratio_range = check_range(
         "crop_aspect_ratio_range", crop_aspect_ratio_range
     )
     randaugment = _make_randaugment(randaugment, seed)
@@ -469,53 +379,36 @@ def input_pipeline(
     ds = _as_pairs(ds)
     _check_specs(ds)
     num_classes = _infer_num_classes(ds, source, num_classes)
-    first_image, first_label = _first_element(ds)
+    _, first_label = _first_element(ds)
     _check_first_label(first_label, num_classes)
-    channels = 3 if first_image.dtype == tf.string else ds.element_spec[0].shape[-1]
+    image_spec = ds.element_spec[0]
+    encoded = image_spec.dtype == tf.string
+    channels = 3 if encoded else image_spec.shape[-1]
     out_channels = 3 if (grayscale_to_rgb and channels == 1) else channels
+    # Same-size images are cropped a whole batch at a time (fast);
+    # variable-size or encoded images one by one before batching.
+    per_example = encoded or None in image_spec.shape[:2]
 
     if seed is None:
         seed = random.randint(0, 2**31 - 1)
-    sequential = None  # Keras layers carry seed state: keep their order.
-
+    spatial = _Spatial(
+        size,
+        training and random_crop,
+        training and random_flip,
+        crop_area_range,
+        crop_aspect_ratio_range,
+        seed,
+    )
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(
+            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+        )
     if repeat is True:
         ds = ds.repeat()
     elif repeat:
         ds = ds.repeat(repeat)
-
-    def preprocess(index, image, label):
-        image = _decode(image)
-        if training and random_crop:
-            element_seed = tf.stack([tf.constant(seed, tf.int64), index])
-            image = inception_crop(
-                image,
-                size,
-                crop_area_range,
-                crop_aspect_ratio_range,
-                seed=element_seed,
-            )
-        else:
-            image = _central_resize(image, size)
-        if training and random_flip:
-            flip_seed = tf.stack([tf.constant(seed, tf.int64) + 1, index])
-            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-        image = tf.clip_by_value(image, 0.0, 255.0)
-        if out_channels != channels:
-            image = tf.image.grayscale_to_rgb(image)
-        return image, _one_hot(label, num_classes)
-
-    ds = ds.enumerate().map(
-        lambda i, pair: preprocess(i, *pair),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    if training and randaugment is not None:
-        ds = ds.map(
-            lambda image, label: (randaugment(image), label),
-            num_parallel_calls=sequential,
-        )
+    if per_example:
+        ds = _map_indexed(ds, lambda x, i: spatial(_decode(x), i))
     ds = ds.batch(
         batch_size,
         drop_remainder=drop_remainder,
@@ -524,9 +417,23 @@ def input_pipeline(
     )
     if drop_remainder and int(ds.cardinality()) == 0:
         raise ValueError(
-            f"`ds` has fewer examples than one batch with "
+            "`ds` has fewer examples than one batch with "
             f"drop_remainder=True. Received: batch_size={batch_size}"
         )
+    if not per_example:
+        ds = _map_indexed(ds, spatial)
+
+    def finish(images, labels):
+        images = tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0)
+        if out_channels != channels:
+            images = tf.image.grayscale_to_rgb(images)
+        return images, _one_hot(labels, num_classes)
+
+    ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if training and randaugment is not None:
+        # Per image, as in big_vision; sequential so seeded layers replay.
+        ds = ds.unbatch().map(lambda x, y: (randaugment(x), y))
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = _augment_batches(
         ds, training, augmentations, mixup_alpha, cutmix_factor, seed
     )
@@ -534,9 +441,51 @@ def input_pipeline(
     image_shape = (batch_dim, *size, out_channels)
     label_shape = (batch_dim, num_classes)
     ds = ds.map(
-        lambda x, y: (tf.ensure_shape(x, image_shape), tf.ensure_shape(y, label_shape))
+        lambda x, y: (
+            tf.ensure_shape(x, image_shape),
+            tf.ensure_shape(y, label_shape),
+        )
     )
     return ds.prefetch(AUTOTUNE)
+
+
+class _Spatial:
+    """Crop (or central resize) and flip of one image or one batch."""
+
+    def __init__(self, size, crop, flip, area_range, aspect_range, seed):
+        self.size = size
+        self.crop = crop
+        self.flip = flip
+        self.area_range = area_range
+        self.aspect_range = aspect_range
+        self.seed = seed
+
+    def __call__(self, images, index):
+        seed = tf.constant(self.seed, tf.int64)
+        if self.crop:
+            images = inception_crop(
+                images,
+                self.size,
+                self.area_range,
+                self.aspect_range,
+                seed=tf.stack([seed, index]),
+            )
+        else:
+            images = central_resize(images, self.size)
+        if self.flip:
+            images = tf.image.stateless_random_flip_left_right(
+                images, tf.stack([seed + 1, index])
+            )
+        return images
+
+
+def _map_indexed(ds, fn):
+    """Maps `fn(index, image)` over `(image, label)` elements, in order."""
+    return ds.enumerate().map(
+        lambda i, pair: (fn(pair[0], i), pair[1]),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
 
 
 def _augment_batches(
@@ -565,4 +514,5 @@ def _augment_batches(
 
 def _mix(mixer, images, labels):
     out = mixer({"images": images, "labels": labels})
-    return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+    images = tf.cast(out["images"], tf.float32)
+    return images, tf.cast(out["labels"], tf.float32)

@@ -8,6 +8,8 @@ targets are one-hot labels rescaled to {-1, +1}, the weights are the ridge
 solution `(X^T X + l2 I)^-1 X^T Y`, and the prediction is the argmax.
 """
 
+import copy
+
 import keras
 import numpy as np
 
@@ -202,7 +204,9 @@ def _collect_labels(data, batch_size, name):
 
 
 def _extract(model, images):
-    extractor = getattr(model, "backbone", None) or model
+    extractor = getattr(model, "backbone", None)
+    if extractor is None:
+        extractor = model
     # `predict`, not `predict_on_batch`: under a tf.distribute strategy
     # Keras 3.15 `predict_on_batch` feeds the whole batch to every replica
     # and concatenates their outputs (2x the rows with 2 replicas).
@@ -451,6 +455,15 @@ class FewShotEvaluator(keras.callbacks.Callback):
             results[f"fewshot_{n}shot_error"] = float(np.mean(errors))
             self.selected_l2[n] = chosen
         return results
+
+    def __deepcopy__(self, memo):
+        # KerasTuner deep-copies callbacks per trial; tf.data datasets cannot
+        # be deep-copied, and the datasets and cached shot images are
+        # read-only, so copies share them and keep their own results.
+        clone = copy.copy(self)
+        clone.selected_l2 = {}
+        memo[id(self)] = clone
+        return clone
 
     def on_epoch_end(self, epoch, logs=None):
         results = self.evaluate(self.model)

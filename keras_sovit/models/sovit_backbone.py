@@ -58,6 +58,7 @@ class SoViTBackbone(keras.Model):
     Example:
 
     ```python
+    import keras
     import numpy as np
     shape = keras_sovit.ShapeSpec(
         width=64, depth=2, mlp_dim=128, num_heads=4, patch_size=4
@@ -66,10 +67,16 @@ class SoViTBackbone(keras.Model):
     features = backbone(np.zeros((2, 32, 32, 3), "float32"))  # (2, 64)
     assert backbone.count_params() == shape.num_params(32)
 
-    # The paper's SoViT-400m/14 with a MAP head:
-    big = keras_sovit.models.SoViTBackbone(
-        keras_sovit.ShapeSpec.from_variant("So400m/14")
+    # A big_vision variant by name; the paper's SoViT-400m/14 is
+    # ShapeSpec.from_variant("So400m/14") (428M parameters).
+    small = keras_sovit.models.SoViTBackbone(
+        keras_sovit.ShapeSpec.from_variant("S/16"),
+        image_shape=(224, 224, 3),
+        posemb="sincos2d",
     )
+    tokens = keras.Model(
+        small.input, small.get_layer("encoder_norm").output
+    )  # (batch, 196, 384) encoded tokens
     ```
 
     Reference:

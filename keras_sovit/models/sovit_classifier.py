@@ -43,9 +43,10 @@ class SoViTClassifier(keras.Model):
     )
     logits = model(np.zeros((2, 32, 32, 3), "float32"))  # (2, 10)
 
-    # The paper's SoViT-400m/14, built from the variant name:
-    big = keras_sovit.models.SoViTClassifier.from_variant(
-        "So400m/14", num_classes=1000, image_shape=(224, 224, 3)
+    # From a big_vision variant name ("So400m/14" is the paper's
+    # SoViT-400m/14; "mu/4" is tiny):
+    tiny = keras_sovit.models.SoViTClassifier.from_variant(
+        "mu/4", num_classes=10, image_shape=(32, 32, 3), pool_type="gap"
     )
     ```
     """

@@ -176,7 +176,8 @@ def _starts(groups, grid_size, n_starts, fixed_c):
         starts.append((ci, [ranks[ci, 0] for ranks in best_ab]))
     ci = order[0]
     for extra in range(1, n_starts // 2):
-        starts.append((ci, [ranks[ci, extra * 7] for ranks in best_ab]))
+        pick = min(extra * 7, n_ab - 1)
+        starts.append((ci, [ranks[ci, pick] for ranks in best_ab]))
     out = []
     for ci, abs_ in starts:
         coefs = []
@@ -195,7 +196,7 @@ def fit_groups(
     groups,
     fixed_c=None,
     loss="linear",
-    f_scale=0.01,
+    f_scale=None,
     n_starts=6,
     grid_size=20,
     extra_starts=(),
@@ -209,7 +210,9 @@ def fit_groups(
         groups: list of (u, v, y) normalised arrays, one per dimension.
         fixed_c: float or None.
         loss: "linear" or "huber" (scipy name) on relative residuals.
-        f_scale: Huber threshold on relative residuals.
+        f_scale: Huber threshold on relative residuals; `None` with
+            loss="huber" first fits least squares, then uses
+            `huber_scale` of its residuals.
         n_starts: int. Number of grid starts to polish.
         grid_size: int. Points per exponent grid axis.
         extra_starts: iterable of (coefs, c) to polish as well.
@@ -229,29 +232,26 @@ def fit_groups(
             c_jit = c_value * np.exp(rng.normal(0, 0.1))
             starts.append((coefs * jitter, c_jit))
     lo, hi = _bounds(len(groups), fixed_c)
+    auto = loss == "huber" and f_scale is None
+    first_loss = "linear" if auto else loss
     best = None
     for coefs, c_value in starts:
         p0 = _pack(coefs, c_value if fixed_c is None else 1.0)
         if fixed_c is not None:
             p0 = p0[:-1]
-        p0 = np.clip(p0, lo + 1e-9, hi - 1e-9)
-        res = optimize.least_squares(
-            _residuals,
-            p0,
-            jac=_jacobian,
-            args=(groups, fixed_c),
-            bounds=(lo, hi),
-            loss=loss,
-            f_scale=f_scale,
-            method="trf",
-            x_scale=1.0,
-            ftol=tol,
-            xtol=tol,
-            gtol=tol,
-            max_nfev=max_nfev,
+        res = _polish(
+            p0, groups, fixed_c, lo, hi, first_loss, f_scale or 1.0, tol,
+            max_nfev,
         )
         if best is None or res.cost < best.cost:
             best = res
+    if auto:
+        f_scale = huber_scale(best.fun, len(best.x))
+        if f_scale > 1e-9:
+            best = _polish(
+                best.x, groups, fixed_c, lo, hi, "huber", f_scale, tol,
+                max_nfev,
+            )
     coefs, c_value = _unpack(best.x, len(groups), fixed_c)
     return {
         "coefs": coefs,
@@ -262,7 +262,40 @@ def fit_groups(
         "residuals": best.fun,
         "at_bounds": _at_bounds(best.x, lo, hi),
         "p": best.x,
+        "f_scale": None if f_scale is None else float(f_scale),
     }
+
+
+def huber_scale(residuals, n_params):
+    """1.345 × a robust (MAD) estimate of the residual spread.
+
+    Huber's threshold for 95% efficiency under Gaussian noise; the MAD is
+    inflated by sqrt(n / (n − p)) for the fitted parameters.
+    """
+    r = np.asarray(residuals, dtype=float)
+    n = len(r)
+    mad = np.median(np.abs(r - np.median(r)))
+    sigma = 1.4826 * mad * np.sqrt(n / max(n - n_params, 1))
+    return float(max(1.345 * sigma, 1e-12))
+
+
+def _polish(p0, groups, fixed_c, lo, hi, loss, f_scale, tol, max_nfev):
+    p0 = np.clip(p0, lo + 1e-9, hi - 1e-9)
+    return optimize.least_squares(
+        _residuals,
+        p0,
+        jac=_jacobian,
+        args=(groups, fixed_c),
+        bounds=(lo, hi),
+        loss=loss,
+        f_scale=f_scale,
+        method="trf",
+        x_scale=1.0,
+        ftol=tol,
+        xtol=tol,
+        gtol=tol,
+        max_nfev=max_nfev,
+    )
 
 
 def _at_bounds(p, lo, hi):

@@ -180,6 +180,17 @@ class JointLaw:
         metric_name: str or None. Metric to fit when results mix several.
             Defaults to `None`.
 
+    Fitted attributes:
+        form_: str. The form kept.
+        params_: dict. Its parameters in original units (`alpha`, `a`,
+            and `beta`, `b`, `xi` or `B`; `c`, `eps`).
+        holdout_error_: dict. Mean |relative error| on the held-out
+            largest-compute points, per form (empty for a fixed form).
+        train_error_: float. Mean |relative error| of the final fit.
+        converged_: bool. Whether the best local optimisation converged.
+        template_: `ShapeSpec`. Carries the most common `num_heads` and
+            `patch_size` of the runs (other fields are placeholders).
+
     Example:
 
     ```python
@@ -364,9 +375,6 @@ class JointLaw:
             counts[key] = counts.get(key, 0) + 1
         heads, patch = max(counts, key=counts.get)
         self.template_ = ShapeSpec(heads * 16, 1, 16, heads, patch)
-        self.observed_max_ = {
-            d: int(x[:, k].max()) for k, d in enumerate(SCALED_DIMS)
-        }
         return self
 
     def _check_fitted(self):
@@ -418,11 +426,10 @@ class JointLaw:
         state.update(
             form_=self.form_,
             params_=self.params_,
-            holdout_error_=dict(self.holdout_error_),
-            converged_=self.converged_,
-            train_error_=self.train_error_,
+            holdout_error_=dict(getattr(self, "holdout_error_", {})),
+            converged_=bool(getattr(self, "converged_", True)),
+            train_error_=getattr(self, "train_error_", None),
             template_=self.template_.to_dict(),
-            observed_max_=dict(self.observed_max_),
         )
         return state
 
@@ -492,7 +499,7 @@ class _Search:
             width, depth, mlp_dim, self.template.patch_size,
             self.template.num_heads,
         )
-        for k, dim in enumerate(SCALED_DIMS):
+        for dim in SCALED_DIMS:
             lo, hi = self.bounds[dim]
             if not lo <= getattr(shape, dim) <= hi:
                 return None

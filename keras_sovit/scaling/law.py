@@ -76,8 +76,10 @@ class ShapeLaw:
         loss: str. `"relative"` (least squares of the relative error) or
             `"huber"` (Huber on the relative error). Defaults to
             `"relative"`.
-        huber_delta: float. Huber threshold on the relative error.
-            Defaults to `0.01`.
+        huber_delta: float or `None`. Huber threshold on the relative
+            error; `None` sets it from the data: 1.345 × the robust (MAD)
+            spread of the least-squares relative residuals (95% Gaussian
+            efficiency). Defaults to `None`.
         n_starts: int. Grid starts polished. Defaults to `6`.
         fixed_c: float or `None`. Fix the data exponent c instead of
             fitting it. Defaults to `None`.
@@ -88,6 +90,7 @@ class ShapeLaw:
     Example:
 
     ```python
+    import numpy as np
     truth = keras_sovit.scaling.ShapeLaw.from_params(dict(
         alpha=2.0, a=0.5, beta=0.01, b=1.0, xi=1.0, eps=0.1, c=0.65))
     x = np.repeat([8.0, 10, 12, 16, 20, 24], 3)
@@ -104,7 +107,7 @@ class ShapeLaw:
     def __init__(
         self,
         loss="relative",
-        huber_delta=0.01,
+        huber_delta=None,
         n_starts=6,
         fixed_c=None,
         random_state=0,
@@ -153,6 +156,8 @@ class ShapeLaw:
             )
         for name in ("huber_delta",):
             value = getattr(self, name)
+            if value is None:
+                continue
             if not isinstance(value, numbers.Real) or not value > 0:
                 raise ValueError(
                     f"`{name}` must be positive. Received: {name}={value!r}"
@@ -194,12 +199,13 @@ class ShapeLaw:
             groups,
             fixed_c=self.fixed_c,
             loss=self._scipy_loss,
-            f_scale=float(self.huber_delta),
+            f_scale=self.huber_delta,
             n_starts=self.n_starts,
             grid_size=self.grid_size,
             rng=np.random.default_rng(self.random_state),
         )
         self._set_fitted(out["coefs"][0], out["c"], refs, out["converged"])
+        self.huber_delta_ = out["f_scale"]
         self._set_diagnostics(x, t, y, out["at_bounds"])
         if not self.converged_:
             _varpro.warn_not_converged("ShapeLaw.fit")
@@ -331,6 +337,7 @@ class ShapeLaw:
             else None,
             "converged": self.converged_,
             "params_at_bounds": list(getattr(self, "params_at_bounds_", [])),
+            "huber_delta": getattr(self, "huber_delta_", None),
             "exponent": self.exponent,
             "params": self.params,
         }
@@ -358,8 +365,11 @@ class StarSweepFit:
     Example:
 
     ```python
-    fit = keras_sovit.scaling.fit_star_sweep(results, center)
+    results = keras_sovit.scaling.simulate_star(noise=0.01, seed=0)
+    center = keras_sovit.ShapeSpec(1968, 40, 6144, 16, patch_size=14)
+    fit = keras_sovit.scaling.fit_star_sweep(results, center, n_bootstrap=20)
     fit.exponents  # {"width": ..., "depth": ..., "mlp_dim": ...}
+    fit.intervals  # 90% bootstrap intervals
     fit.optimal("mlp_dim", 1e12)
     state = fit.to_dict()
     again = keras_sovit.scaling.StarSweepFit.from_dict(state)
@@ -565,7 +575,7 @@ def fit_star_sweep(
     robust=True,
     random_state=0,
     metric_name=None,
-    huber_delta=0.01,
+    huber_delta=None,
     n_starts=6,
 ):
     """Fits Eq. (2) to each star sweep of a results table.
@@ -590,7 +600,8 @@ def fit_star_sweep(
         robust: bool. Huber loss on the relative error. Defaults to `True`.
         random_state: int. Seed of the bootstrap. Defaults to `0`.
         metric_name: str or `None` (the only metric present).
-        huber_delta: float. Huber threshold. Defaults to `0.01`.
+        huber_delta: float or `None` (set from the data, see `ShapeLaw`).
+            Bootstrap refits reuse the threshold of the main fit.
         n_starts: int. Multi-start count. Defaults to `6`.
 
     Returns:
@@ -740,10 +751,25 @@ def _fit_dims(
         out, j = parts[k]
         law = ShapeLaw(**law_kwargs)
         law._set_fitted(out["coefs"][j], out["c"], refs[k], out["converged"])
+        law.huber_delta_ = out["f_scale"]
         x, t, y, fit_mask = data[dim]
         law._set_diagnostics(x[fit_mask], t[fit_mask], y[fit_mask], [])
+        law.params_at_bounds_ = _bound_names(out, j, shared_c)
         laws[dim] = law
     return laws
+
+
+def _bound_names(out, group, shared_c):
+    """Names of one group's parameters that ended at their bounds."""
+    n_coef = _varpro.N_COEF
+    n_params = len(out["p"])
+    names = []
+    for index in out["at_bounds"]:
+        if index == n_params - 1 and index >= n_coef * (group + 1):
+            names.append("c")
+        elif group * n_coef <= index < (group + 1) * n_coef:
+            names.append(PARAM_NAMES[index - group * n_coef])
+    return names
 
 
 def _bootstrap(
@@ -753,6 +779,10 @@ def _bootstrap(
     if not n_bootstrap:
         return {}, {}
     rng = np.random.default_rng(random_state)
+    if loss == "huber" and delta is None:
+        scales = [law.huber_delta_ for law in laws.values()]
+        scales = [v for v in scales if v]
+        delta = float(np.median(scales)) if scales else None
     coefs = np.array([laws[d]._coefs for d in dims])
     c_values = np.array([laws[d].c_ for d in dims])
     warm = (coefs, c_values[0]) if shared_c else (coefs, c_values)

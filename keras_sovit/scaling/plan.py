@@ -333,8 +333,9 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     `results` holds each grid shape's metric recorded at several compute
     checkpoints during training. At every compute level that all shapes
     reach, the best shape is found (metrics are interpolated linearly in
-    log compute between a shape's checkpoints). Following §3 and App. B.3, x^(0) is the shape
-    that is optimal at the largest compute level, and t^(0) is the least
+    log compute between a shape's checkpoints). Following §3 and App.
+    B.3, x^(0) is the shape that is optimal at the largest compute level,
+    and t^(0) is the least
     compute it is optimal for: the smallest level from which it stays
     optimal up to the largest one (the paper's "optimal from 1 to 2 TFLOPs,
     use 1 TFLOPs", which errs towards larger models when scaling up).
@@ -386,20 +387,21 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
 
 
 class GridBoundaryError(ValueError):
-    """The grid optimum lies on the grid's boundary in `dim`.
+    """The grid optimum lies on the grid's boundary.
 
-    A `ValueError` whose `dim` and `direction` (`"upward"` or
-    `"downward"`) attributes say which grid to extend, so sweep drivers
-    can extend it automatically.
+    A `ValueError` that says which grids to extend, so sweep drivers can
+    extend them automatically: `extend` maps each boundary dimension to
+    `"upward"` or `"downward"`; `dim` and `direction` give the first one.
     """
 
-    def __init__(self, message, dim, direction):
+    def __init__(self, message, extend):
         super().__init__(message)
-        self.dim = dim
-        self.direction = direction
+        self.extend = dict(extend)
+        self.dim, self.direction = next(iter(self.extend.items()))
 
 
 def _check_interior(x0, shapes):
+    extend, parts = {}, []
     for dim in SCALED_DIMS:
         values = sorted({getattr(s, dim) for s in shapes})
         if len(values) < 3:
@@ -411,13 +413,18 @@ def _check_interior(x0, shapes):
             direction, edge = "upward", f"above {values[-1]}"
         else:
             continue
+        extend[dim] = direction
+        parts.append(
+            f"extend the `{dim}` grid {direction} (values {edge}; the "
+            f"optimum has {dim}={value})"
+        )
+    if extend:
         raise GridBoundaryError(
-            f"The grid optimum {x0} lies on the boundary of the grid in "
-            f"`{dim}` ({dim}={value}). Extend the `{dim}` grid {direction} "
-            f"(values {edge}) and sweep again; the paper requires the "
-            "optimum to be interior.",
-            dim,
-            direction,
+            f"The grid optimum {x0} lies on the boundary of the grid: "
+            + "; ".join(parts)
+            + ". Sweep again; the paper requires the optimum to be "
+            "interior.",
+            extend,
         )
 
 
@@ -584,6 +591,13 @@ def scale_shape(
     per 10× compute, as the paper states (≈2.5×), whereas τ^(s_k) would give
     ≈14× parameters, more than the compute itself (SPEC §2.3). For the
     first reading, multiply the exponents by D.
+
+    A caveat found on synthetic truths (`benchmarks/joint_vs_paper.py`):
+    if the loss really is the decomposable Eq. (3) with t independent of
+    the shape, Eq. (4) holds in every dimension at once, so the exact
+    compute-optimal path is x_k ∝ t^(s_k), and the τ^(s_k/D) rule
+    under-scales. `keras_sovit.scaling.joint.optimal_shape` fits a joint
+    law instead and searches the exact optimum.
 
     Args:
         base_shape: `ShapeSpec`. x⁽⁰⁾, optimal at `base_compute`.

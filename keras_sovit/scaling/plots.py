@@ -118,7 +118,8 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
         results: `SweepResults` or iterable of rows used for the fit.
         path: str or path. Where to save the PNG.
         center: `ShapeSpec` or None. The star centre. Defaults to `None`
-            (the largest value of each dimension in `results`).
+            (`fit.center`, else the largest value of each dimension in
+            `results`).
         image_size: int or (height, width). For the compute along a
             fixed-examples curve. Defaults to `224`.
 
@@ -128,6 +129,16 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
     Example:
 
     ```python
+    from keras_sovit.scaling.plan import PAPER_STAR_CENTER
+    from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+    plan = keras_sovit.scaling.star_sweep_plan(
+        PAPER_STAR_CENTER, PAPER_STAR_GRIDS, [64e6, 128e6, 256e6],
+        budget_unit="examples",
+    )
+    results = keras_sovit.scaling.simulate(
+        keras_sovit.scaling.PAPER_LIKE_LAW, plan, noise=0.01
+    )
+    fit = keras_sovit.scaling.fit_star_sweep(results, PAPER_STAR_CENTER)
     fig = keras_sovit.scaling.plot_star_sweep(fit, results, "star.png")
     ```
     """
@@ -136,7 +147,10 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
     rows = list(results)
     if not rows:
         raise ValueError("`results` must not be empty.")
-    center = center or _infer_center(rows)
+    metric = getattr(fit, "metric_name", None)
+    if metric is not None and any(r.get("metric_name") for r in rows):
+        rows = [r for r in rows if r.get("metric_name") == metric] or rows
+    center = center or getattr(fit, "center", None) or _infer_center(rows)
     dims = [d for d in SCALED_DIMS if d in fit.laws]
     plt = _pyplot()
     fig, axes = plt.subplots(
@@ -221,6 +235,8 @@ def plot_scaling(
     Example:
 
     ```python
+    # `fit` from `fit_star_sweep` (see `plot_star_sweep`).
+    x0, t0 = keras_sovit.ShapeSpec(608, 10, 928, 16, 14), 1e10
     fig = keras_sovit.scaling.plot_scaling(
         fit, x0, t0, [t0 * 10**k for k in range(4)], "scaling.png"
     )

@@ -231,7 +231,8 @@ class SweepResults:
         (one row per step, so each step can be a compute checkpoint), else
         from the trial's `compute_gflops` hyperparameter with the best value
         of `metric_name` (one row per trial). `examples_seen` is read the
-        same way when present. Trials without the metric are skipped.
+        same way when present. Trials without the metric or the shape
+        hyperparameters, and FAILED or INVALID trials, are skipped.
         """
         pattern = os.path.join(str(project_dir), "trial_*", "trial.json")
         paths = sorted(glob.glob(pattern))
@@ -269,6 +270,8 @@ def _observations(metrics, name):
 
 
 def _trial_rows(state, metric_name):
+    if state.get("status") in ("FAILED", "INVALID"):
+        return []
     values = state.get("hyperparameters", {}).get("values", {})
     if any(field not in values for field in SHAPE_FIELDS):
         return []

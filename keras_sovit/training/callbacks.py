@@ -87,11 +87,14 @@ class ExamplesSeen(keras.metrics.Metric):
     Example:
 
     ```python
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     model.compile(
         optimizer="adam",
         loss="mse",
         metrics=[keras_sovit.training.ExamplesSeen()],
     )
+    history = model.fit(np.ones((10, 4)), np.ones((10, 1)), batch_size=4)
+    history.history["epoch_examples"]  # [10.0]
     ```
     """
 
@@ -131,7 +134,9 @@ class ComputeBudget(keras.callbacks.Callback):
     `keras_sovit.training.ExamplesSeen` metric (as `compile_for_pretraining`
     does), whose running count is read from the batch logs; then partial
     batches count exactly and the next batch is assumed as large as the
-    last one.
+    last one. With `steps_per_execution > 1` Keras calls the batch hooks
+    once per execution, so the count stays exact but training can only
+    stop at an execution boundary.
 
     Every epoch's logs get `compute_gflops` and `examples_seen` (totals
     since the start of `fit`). For each compute value in `checkpoints`, the
@@ -156,13 +161,17 @@ class ComputeBudget(keras.callbacks.Callback):
 
     ```python
     shape = keras_sovit.ShapeSpec(32, 2, 64, 2, patch_size=4)
+    gflops = shape.gflops(16, num_classes=10)
     budget = keras_sovit.training.ComputeBudget(
-        budget_gflops=50.0,
-        gflops_per_example=shape.gflops(28, num_classes=10),
-        batch_size=32,
+        budget_gflops=100 * gflops,  # 100 examples: 6 steps of 16
+        gflops_per_example=gflops,
+        batch_size=16,
     )
-    model.fit(train_ds, epochs=100, callbacks=[budget])
-    budget.examples_seen, budget.compute_gflops
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((64, 4)), np.ones((64, 10))
+    model.fit(x, y, batch_size=16, epochs=10, callbacks=[budget])
+    budget.examples_seen  # 96
     ```
     """
 

@@ -75,6 +75,7 @@ class SigmoidCrossEntropy(keras.losses.Loss):
         self.label_smoothing = label_smoothing
 
     def call(self, y_true, y_pred):
+        y_pred = keras.ops.convert_to_tensor(y_pred)
         y_true = keras.ops.cast(y_true, y_pred.dtype)
         if self.label_smoothing:
             y_true = y_true * (1.0 - self.label_smoothing) + (
@@ -210,7 +211,16 @@ def recipe(
 
 
 def make_schedule(config):
-    """The `RsqrtSchedule` of a `recipe()` dict."""
+    """The `RsqrtSchedule` of a `recipe()` dict.
+
+    Example:
+
+    ```python
+    config = keras_sovit.training.recipe(total_steps=1000)
+    schedule = keras_sovit.training.make_schedule(config)
+    float(schedule(100))  # 8e-4: the peak, at the end of the warmup
+    ```
+    """
     return RsqrtSchedule(
         config["base_lr"],
         config["warmup_steps"],
@@ -221,7 +231,16 @@ def make_schedule(config):
 
 
 def make_optimizer(config):
-    """The optimizer of a `recipe()` dict, with the head kernel's decay."""
+    """The optimizer of a `recipe()` dict, with the head kernel's decay.
+
+    Example:
+
+    ```python
+    config = keras_sovit.training.recipe(total_steps=1000, optimizer="adamw")
+    optimizer = keras_sovit.training.make_optimizer(config)
+    optimizer.decay_multiplier("head/kernel")  # 100.0
+    ```
+    """
     wd_mults = [
         (HEAD_KERNEL_PATTERN, config["head_wd_mult"]),
         (r"kernel$", 1.0),
@@ -236,7 +255,15 @@ def make_optimizer(config):
 
 
 def make_loss(config):
-    """The loss of a `recipe()` dict (expects one-hot labels)."""
+    """The loss of a `recipe()` dict (expects one-hot labels).
+
+    Example:
+
+    ```python
+    config = keras_sovit.training.recipe(total_steps=1000, loss="softmax")
+    loss = keras_sovit.training.make_loss(config)
+    ```
+    """
     if config["loss"] == "sigmoid":
         return SigmoidCrossEntropy(label_smoothing=config["label_smoothing"])
     return keras.losses.CategoricalCrossentropy(
@@ -259,7 +286,10 @@ def set_head_bias(model, value, layer_name="head"):
     Example:
 
     ```python
-    keras_sovit.training.set_head_bias(classifier, -10.0)
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Dense(10, name="head")(inputs)
+    model = keras.Model(inputs, outputs)
+    keras_sovit.training.set_head_bias(model, -10.0)
     ```
     """
     try:

@@ -178,7 +178,11 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         return shape.gflops(self.image_size, pool_type=self.pool_type)
 
     def total_steps(self, hp):
-        """Training steps that fit in the trial's `compute_gflops`."""
+        """Training steps that fit in the trial's `compute_gflops`.
+
+        Raises `keras_tuner.errors.FailedTrialError` (the trial fails
+        without retries) when the budget buys less than one step.
+        """
         from keras_sovit.training import steps_for_budget
 
         shape = self.shape(hp)
@@ -203,8 +207,12 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             posemb=self.posemb,
         )
         model = SoViTClassifier(backbone, num_classes=self.num_classes)
+        budget = float(hp.get(COMPUTE_METRIC))
+        steps = budget / (self.gflops_per_example(shape) * self.batch_size)
+        # The schedule needs a length even when the budget buys no step
+        # (e.g. the tuner's up-front build); `fit` fails such trials.
         compile_for_pretraining(
-            model, total_steps=self.total_steps(hp), **self.compile_kwargs
+            model, total_steps=max(1, int(steps)), **self.compile_kwargs
         )
         return model
 

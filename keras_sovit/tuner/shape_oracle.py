@@ -37,7 +37,6 @@ _PAPER_STAR = {
     "depth": (8, 10, 12, 16, 20, 24),
     "mlp_dim": (1088, 1360, 1728, 2160, 2592, 3072),
 }
-_PAPER_X0 = {"width": 608, "depth": 10, "mlp_dim": 928}
 _PAPER_GRID = {
     "width": (416, 512, 608, 768),
     "depth": (6, 8, 10, 12),
@@ -47,6 +46,11 @@ _STAR_BUDGET_FRACTIONS = (1 / 256, 1 / 128, 1 / 64)
 _GRID_BUDGET_FRACTION = 1 / 1000
 _NEIGHBOUR_FACTOR = 1.2
 _MIN_POINTS_PER_DIM = 7
+# "auto" keeps the joint law unless its held-out error exceeds the
+# per-dimension laws' by more than this ratio plus this slack: on-axis star
+# runs cannot show how dimensions interact, which only the joint law models.
+_AUTO_RATIO = 1.5
+_AUTO_SLACK = 0.005
 # Constructor arguments that define the plan: on resume they must match the
 # saved project (see the class docstring).
 _PLAN_KEYS = (
@@ -153,8 +157,13 @@ class ShapeOracle(keras_tuner.Oracle):
             ViT (MLP = 4 × width) of equal per-example and total compute.
         proposal_method: `"paper"` (joint scaling τ^(s_k/D) from x0),
             `"joint"` (optimum of a joint law under the exact FLOP
-            constraint) or `"auto"` (whichever predicts the star sweep's
-            held-out largest-budget results better).
+            constraint) or `"auto"`: both the per-dimension laws and the
+            joint law are refitted without each star shape's largest-budget
+            run and scored on those runs (mean relative error); the joint
+            law is used unless its error exceeds 1.5 × the per-dimension
+            error + 0.005. The star runs lie on the axes and cannot show how
+            dimensions interact, which only the joint law models, so near
+            ties go to it. `method` and `report()` say what was chosen.
         validation_trials: bool. Whether to train the proposal for
             `validation_compute` and its neighbours (each dimension ×1.2 and
             ÷1.2 at equal compute, the paper's Fig. 6) and report whether
@@ -164,8 +173,9 @@ class ShapeOracle(keras_tuner.Oracle):
             budget and `target_compute`.
         image_size: int or `(height, width)`. Image size used for compute.
         n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
-        max_grid_extensions: int. How often the grid may be extended when
-            its optimum lies on the boundary.
+        max_grid_extensions: int. How often the grid may be extended (by
+            two values, ×1.2 apart, beyond the edge) when its optimum lies
+            on the boundary, as the paper requires an interior optimum.
         seed: int or `None`. Random seed (also of the fits).
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -214,7 +224,7 @@ class ShapeOracle(keras_tuner.Oracle):
         validation_compute=None,
         image_size=224,
         n_bootstrap=200,
-        max_grid_extensions=6,
+        max_grid_extensions=8,
         seed=None,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
@@ -327,6 +337,15 @@ class ShapeOracle(keras_tuner.Oracle):
         """The standard-shaped ViT of equal compute, or `None`."""
         values = self._proposals.get("control")
         return None if values is None else ShapeSpec.from_dict(values)
+
+    @property
+    def compute_spent(self):
+        """GFLOPs of the budgets of all completed trials (for progress)."""
+        return float(sum(
+            t.hyperparameters.values[COMPUTE_METRIC]
+            for t in self.trials.values()
+            if t.status == TrialStatus.COMPLETED
+        ))
 
     @property
     def method(self):
@@ -640,10 +659,14 @@ class ShapeOracle(keras_tuner.Oracle):
         return [self._entry("star", s, c) for s, c in plan]
 
     def _grid_plan(self, grid):
-        plan = plan_lib.grid_sweep_plan(grid, self.grid_budget, self._template())
+        plan = plan_lib.grid_sweep_plan(
+            grid, self.grid_budget, self._template()
+        )
         return [self._entry("grid", s, c) for s, c in plan]
 
     def _make_plan(self, phase):
+        if "target" not in self._proposals:
+            self._propose()
         if phase == "validation":
             return self._validation_plan()
         if phase == "final":
@@ -790,21 +813,26 @@ class ShapeOracle(keras_tuner.Oracle):
         return True
 
     def _extend_grid(self, dim, direction):
+        """Adds two values (×1.2 apart) beyond the edge the optimum is on."""
         values = sorted(self.grid[dim])
         step = self._steps[dim]
-        if direction == "upward":
-            new = max(values[-1] + step,
-                      _snap(values[-1] * _NEIGHBOUR_FACTOR, step))
-            values.append(new)
-        else:
-            new = min(values[0] - step,
-                      _snap(values[0] / _NEIGHBOUR_FACTOR, step))
-            if new < step:
-                raise RuntimeError(
-                    f"ShapeOracle: the grid optimum wants {dim} below "
-                    f"{values[0]}, the smallest value on the grid."
-                )
-            values.insert(0, new)
+        for _ in range(2):
+            if direction == "upward":
+                values.append(max(
+                    values[-1] + step,
+                    _snap(values[-1] * _NEIGHBOUR_FACTOR, step),
+                ))
+            else:
+                new = min(values[0] - step,
+                          _snap(values[0] / _NEIGHBOUR_FACTOR, step))
+                if new < step:
+                    break
+                values.insert(0, new)
+        if len(values) == len(self.grid[dim]):
+            raise RuntimeError(
+                f"ShapeOracle: the grid optimum wants {dim} below "
+                f"{values[0]}, the smallest value on the grid."
+            )
         self.grid = dict(self.grid, **{dim: values})
         self._grid_extensions += 1
         known = {_values_key(v) for v in self._plans["grid"]}
@@ -838,7 +866,8 @@ class ShapeOracle(keras_tuner.Oracle):
         errors = self._holdout_comparison()
         self._holdout_errors = errors
         self._joint_form = min(joint_lib.FORMS, key=errors.get)
-        if errors[self._joint_form] <= errors["paper"]:
+        tolerance = _AUTO_RATIO * errors["paper"] + _AUTO_SLACK
+        if errors[self._joint_form] <= tolerance:
             return "joint"
         return "paper"
 
@@ -936,9 +965,6 @@ class ShapeOracle(keras_tuner.Oracle):
                                                self._steps[d]))
                   for d in DIMS}
         return snapped.replace(**values)
-
-    def _snap_dim(self, dim, value):
-        return max(self._steps[dim], _snap(value, self._steps[dim]))
 
     # ------------------------------------------------------------------
     # Validation and final trials.
@@ -1075,13 +1101,15 @@ class ShapeOracle(keras_tuner.Oracle):
             return
         star = results.filter(phase="star")
         plots.plot_star_sweep(
-            self.fit_result, star, os.path.join(directory, "star_sweep.png")
+            self.fit_result, star, os.path.join(directory, "star_sweep.png"),
+            image_size=self.image_size,
         )
         if self.base_shape is not None:
             computes = [self.base_compute, self.target_compute]
             plots.plot_scaling(
                 self.fit_result, self.base_shape, self.base_compute,
                 computes, os.path.join(directory, "scaling.png"),
+                rounding=self.rounding,
             )
 
 
@@ -1353,3 +1381,116 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+class ShapeSearch(keras_tuner.Tuner):
+    """A `keras_tuner.Tuner` whose trials follow the SoViT scaling law.
+
+    A thin convenience class: it builds a `ShapeOracle` from the oracle
+    arguments and passes everything else to `keras_tuner.Tuner` (directory,
+    project_name, overwrite, distribution_strategy, ...). After `search`,
+    `tuner.oracle.proposal` is the compute-optimal shape for
+    `target_compute` and `tuner.oracle.fit_result` the fitted law.
+
+    Args:
+        hypermodel: `keras_tuner.HyperModel`, e.g.
+            `keras_sovit.tuner.SoViTHyperModel`. It must declare the
+            oracle's hyperparameters.
+        objective: `keras_tuner.Objective` or str. A loss-like metric to
+            minimise, e.g. `keras_tuner.Objective("fewshot_10shot_error",
+            "min")`.
+        target_compute: float. GFLOPs of the final training run.
+        star_center: `ShapeSpec`, dict, or `None`. Centre of the star sweep.
+        star_grids: dict or `None`. Values per dimension below the centre.
+        star_budgets: list of floats or `None`. Star-sweep budgets.
+        grid: dict or `None`. Values per dimension of the grid sweep.
+        grid_budget: float or `None`. Compute budget of the grid sweep.
+        exponents: dict or `None`. Given, the star sweep is skipped.
+        base_shape: `ShapeSpec`, dict, or `None`. Given with
+            `base_compute`, the grid sweep is skipped.
+        base_compute: float or `None`. The compute `base_shape` is optimal
+            for.
+        rounding: `keras_sovit.scaling.Rounding` or `None`.
+        final_trials: tuple of `"proposal"` and/or `"control"`.
+        proposal_method: `"paper"`, `"joint"` or `"auto"`.
+        validation_trials: bool. Train the proposal's ±20% neighbours.
+        validation_compute: float or `None`. Compute of those trials.
+        image_size: int or `(height, width)`. Image size used for compute.
+        n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
+        max_grid_extensions: int. Grid extensions allowed.
+        seed: int or `None`. Random seed.
+        max_retries_per_trial: int. Retries of a crashed trial.
+        max_consecutive_failed_trials: int. Failures in a row that abort.
+        **kwargs: arguments of `keras_tuner.Tuner`.
+
+    Example:
+
+    ```python
+    tuner = keras_sovit.tuner.ShapeSearch(
+        hypermodel=keras_sovit.tuner.SoViTHyperModel(
+            num_classes=10, image_shape=(32, 32, 3)
+        ),
+        objective=keras_tuner.Objective("fewshot_10shot_error", "min"),
+        target_compute=2e4,
+        exponents={"width": 0.22, "depth": 0.45, "mlp_dim": 0.6},
+        grid={"width": [16, 32, 48], "depth": [1, 2, 3],
+              "mlp_dim": [32, 64, 96]},
+        grid_budget=50.0,
+        star_center=keras_sovit.ShapeSpec(64, 6, 256, 4, patch_size=4),
+        image_size=32,
+        directory="/tmp/shape_search",
+        overwrite=True,
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        hypermodel=None,
+        objective=None,
+        target_compute=None,
+        star_center=None,
+        star_grids=None,
+        star_budgets=None,
+        grid=None,
+        grid_budget=None,
+        exponents=None,
+        base_shape=None,
+        base_compute=None,
+        rounding=None,
+        final_trials=("proposal",),
+        proposal_method="auto",
+        validation_trials=False,
+        validation_compute=None,
+        image_size=224,
+        n_bootstrap=200,
+        max_grid_extensions=8,
+        seed=None,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+        **kwargs,
+    ):
+        oracle = ShapeOracle(
+            objective=objective,
+            target_compute=target_compute,
+            star_center=star_center,
+            star_grids=star_grids,
+            star_budgets=star_budgets,
+            grid=grid,
+            grid_budget=grid_budget,
+            exponents=exponents,
+            base_shape=base_shape,
+            base_compute=base_compute,
+            rounding=rounding,
+            final_trials=final_trials,
+            proposal_method=proposal_method,
+            validation_trials=validation_trials,
+            validation_compute=validation_compute,
+            image_size=image_size,
+            n_bootstrap=n_bootstrap,
+            max_grid_extensions=max_grid_extensions,
+            seed=seed,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        super().__init__(oracle, hypermodel, **kwargs)

@@ -35,14 +35,15 @@ def test_splits_hold_the_bundled_images(animal_mnist_dir):
             download=False,
             as_supervised=True,
         )
-        pairs = list(ds.as_numpy_iterator())
-        assert len(pairs) == size
-        got = sorted((_digest(x[..., 0]), int(y)) for x, y in pairs)
+        xs, ys = zip(*ds.batch(1000).as_numpy_iterator())
+        xs, ys = np.concatenate(xs), np.concatenate(ys)
+        assert len(ys) == size
+        got = sorted((_digest(x[..., 0]), int(y)) for x, y in zip(xs, ys))
         want = sorted(
             (_digest(images[i]), int(labels[i])) for i in indices[split]
         )
         assert got == want
-        counts = np.bincount([y for _, y in pairs], minlength=10)
+        counts = np.bincount(ys, minlength=10)
         assert counts.tolist() == [size // 10] * 10
 
 
@@ -71,39 +72,62 @@ def test_split_indices_are_a_stratified_partition():
     assert not np.array_equal(parts["test"], other["test"])
 
 
+def _mtimes(folder):
+    return {
+        f: os.stat(os.path.join(folder, f)).st_mtime for f in os.listdir(folder)
+    }
+
+
 def test_prepare_is_idempotent(animal_mnist_dir):
     folder = os.path.join(animal_mnist_dir, "animal_mnist", "1.0.0")
-    before = {f: os.stat(os.path.join(folder, f)).st_mtime for f in os.listdir(folder)}  # fmt: skip
+    before = _mtimes(folder)
     start = time.perf_counter()
     assert keras_sovit.data.prepare("animal_mnist", animal_mnist_dir) == (
         animal_mnist_dir
     )
     assert time.perf_counter() - start < 2.0
-    after = {f: os.stat(os.path.join(folder, f)).st_mtime for f in os.listdir(folder)}  # fmt: skip
-    assert before == after
+    assert _mtimes(folder) == before
+
+
+_RACER = """
+import os, sys, time
+import keras_sovit.data as d
+data_dir, ready, go = sys.argv[1:]
+open(ready, "w").close()
+deadline = time.time() + 300
+while not os.path.exists(go) and time.time() < deadline:
+    time.sleep(0.02)
+print(d.prepare("animal_mnist", data_dir))
+"""
 
 
 def test_prepare_races_between_two_processes(tmp_path):
     data_dir = str(tmp_path / "race")
-    code = (
-        "import sys, keras_sovit.data as d;"
-        "print(d.prepare('animal_mnist', sys.argv[1]))"
-    )
+    go = tmp_path / "go"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, data_dir],
+            [sys.executable, "-c", _RACER, data_dir, str(tmp_path / f"r{k}")]
+            + [str(go)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
             cwd=ROOT,
         )
-        for _ in range(2)
+        for k in range(2)
     ]
-    outs = [p.communicate(timeout=240) for p in procs]
+    deadline = time.time() + 300
+    while not all((tmp_path / f"r{k}").exists() for k in range(2)):
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.02)
+    go.touch()  # Both processes are past their imports: start together.
+    outs = [p.communicate(timeout=300) for p in procs]
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, err.decode()[-2000:]
         assert out.decode().strip().splitlines()[-1] == data_dir
+    # The lock let exactly one process build the dataset.
+    built = ["prepared to" in out.decode() for out, _ in outs]
+    assert sorted(built) == [False, True]
     ds = keras_sovit.data.load("animal_mnist", "validation", data_dir)
     assert sum(1 for _ in ds) == 1000
     leftovers = os.listdir(os.path.join(data_dir, "animal_mnist"))
@@ -179,7 +203,9 @@ class KerasSovitTestNoImage(tfds.core.GeneratorBasedBuilder):
             builder=self,
             features=tfds.features.FeaturesDict(
                 {
-                    "values": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+                    "values": tfds.features.Tensor(
+                        shape=(3,), dtype=np.float32
+                    ),
                     "label": tfds.features.ClassLabel(num_classes=2),
                 }
             ),
@@ -197,4 +223,6 @@ class KerasSovitTestNoImage(tfds.core.GeneratorBasedBuilder):
 def test_dataset_without_image_feature_is_rejected(tmp_path):
     KerasSovitTestNoImage(data_dir=str(tmp_path)).download_and_prepare()
     with pytest.raises(ValueError, match="not an image-classification"):
-        keras_sovit.data.load("keras_sovit_test_no_image", "train", str(tmp_path))
+        keras_sovit.data.load(
+            "keras_sovit_test_no_image", "train", str(tmp_path)
+        )

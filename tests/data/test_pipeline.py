@@ -175,7 +175,8 @@ def test_encoded_images_and_non_square_eval():
 def test_one_hot_labels_pass_through():
     images, labels = _synthetic(n=8, num_classes=5)
     one_hot = np.eye(5, dtype=np.float32)[labels]
-    out = keras_sovit.data.input_pipeline(_dataset(images, one_hot), 28, 8, False)
+    ds = _dataset(images, one_hot)
+    out = keras_sovit.data.input_pipeline(ds, 28, 8, False)
     np.testing.assert_array_equal(next(iter(out))[1], one_hot)
 
 
@@ -203,10 +204,14 @@ def test_labels_out_of_range():
     bad_first = labels.copy()
     bad_first[0] = 10
     with pytest.raises(ValueError, match=r"\[0, 10\).*10"):
-        keras_sovit.data.input_pipeline(_dataset(images, bad_first), 28, 2, False, 10)
+        keras_sovit.data.input_pipeline(
+            _dataset(images, bad_first), 28, 2, False, 10
+        )
     bad_later = labels.copy()
     bad_later[4] = -1
-    out = keras_sovit.data.input_pipeline(_dataset(images, bad_later), 28, 2, False, 10)
+    out = keras_sovit.data.input_pipeline(
+        _dataset(images, bad_later), 28, 2, False, 10
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match="out of range"):
         _batches(out)
 
@@ -277,7 +282,8 @@ def test_randaugment_changes_images_reproducibly():
         )
         return next(iter(out))[0].numpy()
 
-    plain, aug, again = run(), run(randaugment=(2, 10)), run(randaugment=(2, 10))
+    plain = run()
+    aug, again = run(randaugment=(2, 10)), run(randaugment=(2, 10))
     assert aug.shape == plain.shape
     assert not np.allclose(plain, aug)
     np.testing.assert_array_equal(aug, again)
@@ -318,7 +324,11 @@ def test_model_fit_on_the_pipeline(animal_mnist_dir):
     ds = keras_sovit.data.load("animal_mnist", "train", animal_mnist_dir)
     train = keras_sovit.data.input_pipeline(ds, 16, 32, True, seed=0)
     model = keras.Sequential(
-        [keras.Input((16, 16, 3)), keras.layers.Flatten(), keras.layers.Dense(10)]
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
     )
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True))
     before = model.get_weights()[0].copy()
@@ -337,8 +347,46 @@ def test_distribute_dataset(mirrored_strategy):
     )
     dist = mirrored_strategy.experimental_distribute_dataset(out)
     x, y = next(iter(dist))
-    shapes = [t.shape.as_list() for t in mirrored_strategy.experimental_local_results(x)]  # fmt: skip
+    local = mirrored_strategy.experimental_local_results(x)
+    shapes = [t.shape.as_list() for t in local]
     assert shapes == [[4, 28, 28, 3], [4, 28, 28, 3]]
     per_replica = mirrored_strategy.run(lambda x, y: tf.reduce_sum(y), (x, y))
     total = mirrored_strategy.reduce("SUM", per_replica, axis=None)
     assert float(total) == 8.0
+
+
+def test_inception_crop_on_a_batch_draws_one_box_per_image():
+    batch = np.stack([_coordinate_image(60)] * 16)
+    crops = keras_sovit.data.inception_crop(batch, 20, seed=[0, 1]).numpy()
+    assert crops.shape == (16, 20, 20, 2)
+    tops = crops[:, 0, 0, 0]
+    assert len(np.unique(tops)) > 4  # Different boxes, not one shared box.
+    np.testing.assert_array_equal(
+        crops[3],
+        keras_sovit.data.inception_crop(batch, 20, seed=[0, 1]).numpy()[3],
+    )
+
+
+def test_variable_size_images_are_cropped_one_by_one():
+    rng = np.random.default_rng(0)
+    sizes = [(20, 30), (28, 28), (40, 24), (33, 35)] * 3
+
+    def gen():
+        for k, (h, w) in enumerate(sizes):
+            yield rng.integers(0, 256, (h, w, 3), dtype=np.uint8), k % 10
+
+    ds = tf.data.Dataset.from_generator(
+        gen,
+        output_signature=(
+            tf.TensorSpec((None, None, 3), tf.uint8),
+            tf.TensorSpec((), tf.int64),
+        ),
+    )
+    for training in (True, False):
+        out = keras_sovit.data.input_pipeline(
+            ds, 16, 4, training, num_classes=10, seed=0, repeat=False
+        )
+        batches = _batches(out)
+        assert [b[0].shape for b in batches] == [(4, 16, 16, 3)] * 3
+        x = np.concatenate([b[0] for b in batches])
+        assert -1.0 <= x.min() and x.max() <= 1.0

@@ -217,6 +217,24 @@ def test_logs_appear_in_fit_history():
     ]
 
 
+def test_deepcopy_shares_datasets_for_keras_tuner():
+    # KerasTuner deep-copies the callbacks of every trial.
+    import copy
+
+    from keras_sovit.training import ComputeBudget
+
+    train, test = image_data(30, 30, 3, seed=18)
+    evaluator = FewShotEvaluator(
+        tf.data.Dataset.from_tensor_slices(train), test, shots=(2,)
+    )
+    budget = ComputeBudget(10.0, 1.0, evaluators=[evaluator], batch_size=2)
+    clone = copy.deepcopy([budget])[0]
+    copied = clone.evaluators[0]
+    assert copied is not evaluator and copied.train_ds is evaluator.train_ds
+    model = flatten_model()
+    assert copied.evaluate(model) == evaluator.evaluate(model)
+
+
 def test_evaluator_bad_inputs():
     train, test = image_data(30, 30, 3, seed=16)
     with pytest.raises(ValueError, match="shots.*class"):

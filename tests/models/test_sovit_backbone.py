@@ -56,7 +56,9 @@ def test_accepts_shape_spec_or_dict():
 
 @pytest.mark.parametrize("pool_type", ["map", "tok"])
 def test_keras_save_load_identical(tmp_path, pool_type):
-    backbone = SoViTBackbone(SHAPE, image_shape=IMAGE_SHAPE, pool_type=pool_type)
+    backbone = SoViTBackbone(
+        SHAPE, image_shape=IMAGE_SHAPE, pool_type=pool_type
+    )
     path = str(tmp_path / "backbone.keras")
     backbone.save(path)
     restored = keras.models.load_model(path)
@@ -92,7 +94,9 @@ def _tokens_model(backbone):
 
 @pytest.mark.parametrize("pool_type", ["gap", "0", "tok"])
 def test_pooling_reads_encoded_tokens(pool_type):
-    backbone = SoViTBackbone(SHAPE, image_shape=IMAGE_SHAPE, pool_type=pool_type)
+    backbone = SoViTBackbone(
+        SHAPE, image_shape=IMAGE_SHAPE, pool_type=pool_type
+    )
     x = _images(seed=2)
     tokens = keras.ops.convert_to_numpy(_tokens_model(backbone)(x))
     pooled = keras.ops.convert_to_numpy(backbone(x))

@@ -174,6 +174,13 @@ def test_to_dict_round_trip(fitted):
     assert again.form_ == law.form_
     assert again.predict(shape, 1e11) == law.predict(shape, 1e11)
     assert again.get_params() == law.get_params()
+    assert again.holdout_error_ == law.holdout_error_
+    manual = _manual_law()
+    assert JointLaw.from_dict(manual.to_dict()).predict(shape, 1e6) == (
+        manual.predict(shape, 1e6)
+    )
+    with pytest.raises(ValueError, match="form_"):
+        JointLaw.from_dict({"form": "auto"})
 
 
 def test_fit_is_deterministic_and_refit_equal():

@@ -169,9 +169,9 @@ def test_select_grid_optimum_ignores_levels_one_shape_reaches():
 @pytest.mark.parametrize(
     "best, match",
     [
-        ((64, 3), "Extend the `width` grid upward"),
-        ((32, 3), "Extend the `width` grid downward"),
-        ((48, 4), "Extend the `depth` grid upward"),
+        ((64, 3), "extend the `width` grid upward"),
+        ((32, 3), "extend the `width` grid downward"),
+        ((48, 4), "extend the `depth` grid upward"),
     ],
 )
 def test_select_grid_optimum_boundary(best, match):
@@ -182,6 +182,18 @@ def test_select_grid_optimum_boundary(best, match):
         select_grid_optimum(_grid_rows(loss))
     assert info.value.dim == match.split("`")[1]
     assert info.value.direction == match.split()[-1]
+    assert info.value.extend == {info.value.dim: info.value.direction}
+
+
+def test_select_grid_optimum_corner_names_every_dimension():
+    def loss(w, d, t):
+        return 1.0 + abs(w - 64) / 100 + abs(d - 2) / 50
+
+    with pytest.raises(GridBoundaryError) as info:
+        select_grid_optimum(_grid_rows(loss))
+    assert info.value.extend == {"width": "upward", "depth": "downward"}
+    assert "`width` grid upward" in str(info.value)
+    assert "`depth` grid downward" in str(info.value)
 
 
 def test_select_grid_optimum_two_value_dim_not_checked():

@@ -88,6 +88,10 @@ def test_from_kerastuner_reads_real_trial_files(tmp_path):
         },
     )
     _write_trial(project, "2", dict(shape), {"loss": [(0, 1.0)]})
+    _write_trial(
+        project, "3", dict(shape, compute_gflops=1e3),
+        {"fewshot_10shot_error": [(0, 0.9)]}, status="FAILED",
+    )
     with open(os.path.join(project, "trial_1", "trial.json")) as f:
         assert "hyperparameters" in json.load(f)
     results = SweepResults.from_kerastuner(project, "fewshot_10shot_error")

@@ -164,3 +164,29 @@ def test_bad_law_arguments():
             {"width": 1.0, "depth": 1.0, "mlp_dim": 1.0},
             B=1.0, c=-1.0, eps=0.1,
         )
+
+
+def test_docstring_examples_run():
+    import inspect
+    import re
+
+    import keras_sovit
+    from keras_sovit import scaling
+
+    objects = [
+        scaling.SweepResults, scaling.ShapeLaw, scaling.StarSweepFit,
+        scaling.fit_star_sweep, scaling.DecomposableLaw,
+        scaling.DataLimitedLaw, scaling.simulate, scaling.simulate_star,
+    ]
+    for obj in objects:
+        blocks = re.findall(r"```python\n(.*?)```", inspect.getdoc(obj), re.S)
+        assert blocks, obj
+        for block in blocks:
+            exec(block.replace("/tmp/", _tmp_prefix()), {
+                "keras_sovit": keras_sovit})
+
+
+def _tmp_prefix():
+    import tempfile
+
+    return tempfile.mkdtemp() + "/"

@@ -223,3 +223,25 @@ def test_recipe_under_mirrored_strategy(mirrored_strategy, optimizer):
     assert budget.examples_seen == 48
     new_head = keras.ops.convert_to_numpy(model.get_layer("head").kernel)
     assert not np.allclose(head, new_head)
+
+
+def test_recipe_on_sovit_classifier():
+    import keras_sovit as ks
+
+    shape = ks.ShapeSpec(32, 1, 64, 2, patch_size=4)
+    backbone = ks.models.SoViTBackbone(shape, image_shape=(16, 16, 3))
+    model = ks.models.SoViTClassifier(backbone, num_classes=4)
+    compile_for_pretraining(model, total_steps=4, base_lr=1e-3)
+    head = model.get_layer("head")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(head.bias), -10)
+    mults = {
+        v.path: model.optimizer.decay_multiplier(v.path)
+        for v in model.trainable_variables
+    }
+    assert mults["head/kernel"] == 100.0
+    assert [p for p, m in mults.items() if m == 100.0] == ["head/kernel"]
+    # big_vision decays kernels only: no biases, norms, probe, posemb.
+    for path, mult in mults.items():
+        assert mult == (1.0 if path.endswith("kernel") else 0.0) or (
+            path == "head/kernel"
+        ), path

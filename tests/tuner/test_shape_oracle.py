@@ -19,11 +19,11 @@ METRIC = "fewshot_10shot_error"
 OBJECTIVE = keras_tuner.Objective(METRIC, "min")
 CENTER = keras_sovit.ShapeSpec(1968, 40, 6144, 16, patch_size=14)
 STAR_GRIDS = {
-    "width": [608, 928, 1328, 1648],
-    "depth": [8, 12, 16, 24],
-    "mlp_dim": [1088, 1728, 2592, 3072],
+    "width": [608, 768, 928, 1088, 1328, 1648],
+    "depth": [8, 10, 12, 16, 20, 24],
+    "mlp_dim": [1088, 1360, 1728, 2160, 2592, 3072],
 }
-STAR_BUDGETS = [2e10, 4e10, 8e10]
+STAR_BUDGETS = [5e10, 1e11, 2e11]
 # PAPER_LIKE_LAW's optimum at 9e9 GFLOPs is about (592, 5, 432).
 GRID = {"width": [464, 592, 736], "depth": [4, 5, 6],
         "mlp_dim": [352, 432, 528]}
@@ -87,6 +87,11 @@ def run(oracle, law, stop_after=None, fail=(), nan=(), leave_running=False):
     return ran
 
 
+def tid(index):
+    """KerasTuner's trial id with `max_trials=None`."""
+    return f"{index:04d}"
+
+
 def regret(law, shape, compute):
     best = law.true_optimum(compute, shape)
     return law.loss(shape, compute) / law.loss(best, compute) - 1.0
@@ -131,6 +136,16 @@ def test_values_are_plain_python_on_the_declared_grid(finished):
                 assert hp.min_value <= value <= hp.max_value
                 assert (value - hp.min_value) % (hp.step or 1) == 0
     json.dumps([t.hyperparameters.values for t in trials])
+
+
+def test_compute_spent_sums_the_trial_budgets(finished):
+    oracle, trials = finished
+    star = sum(len(v) + 0 for v in STAR_GRIDS.values()) + 1
+    expected = star * sum(STAR_BUDGETS) + 2 * TARGET
+    expected += sum(t.hyperparameters.values["compute_gflops"]
+                    for t in trials
+                    if t.hyperparameters.values["phase"] == "grid")
+    assert oracle.compute_spent == pytest.approx(expected)
 
 
 def test_no_shape_and_budget_is_run_twice(finished):
@@ -191,6 +206,8 @@ def test_report_files_are_written(finished):
     )
     # Two checkpoints per completed trial, final trials included.
     assert len(results) == 2 * len(oracle.trials)
+    for name in ("star_sweep.png", "scaling.png"):
+        assert os.path.getsize(os.path.join(directory, name)) > 1000
 
 
 def test_resume_mid_star_and_mid_grid_gives_the_same_proposal(
@@ -254,13 +271,15 @@ def test_resume_with_a_changed_plan_raises(tmp_path):
 def test_failed_and_nan_trials_are_excluded(tmp_path):
     oracle = make_oracle()
     oracle._set_project_dir(str(tmp_path), "p")
-    # Trials 0-2 are width=608 at the three budgets; 4 is width=928.
-    run(oracle, PAPER_LIKE_LAW, fail={"1", "4"}, nan={"7"})
+    # Trials 0-2 are width=608 at the three budgets; 4 is width=768.
+    bad = {tid(1), tid(4), tid(7)}
+    run(oracle, PAPER_LIKE_LAW, fail={tid(1), tid(4)}, nan={tid(7)})
     assert oracle.phase == "done"
-    assert set(oracle.excluded_trials) == {"1", "4", "7"}
+    assert set(oracle.excluded_trials) == bad
     star = oracle.results("star")
     used = {r["trial_id"] for r in star}
-    assert used.isdisjoint({"1", "4", "7"})
+    assert used.isdisjoint(bad)
+    assert len(used) == 57 - 3
     assert all(math.isfinite(r["metric_value"]) for r in star)
     assert regret(PAPER_LIKE_LAW, oracle.proposal, TARGET) < 0.02
 
@@ -268,8 +287,8 @@ def test_failed_and_nan_trials_are_excluded(tmp_path):
 def test_too_few_points_stops_with_a_clear_error(tmp_path):
     oracle = make_oracle()
     oracle._set_project_dir(str(tmp_path), "p")
-    # Depth sweep: trials 12-23 (after 4 widths x 3 budgets).
-    depth_trials = {str(i) for i in range(12, 22)}
+    # Depth sweep: trials 18-35 (after 6 widths x 3 budgets).
+    depth_trials = {tid(i) for i in range(18, 32)}
     with pytest.raises(RuntimeError, match="depth"):
         run(oracle, PAPER_LIKE_LAW, fail=depth_trials)
 
@@ -423,3 +442,121 @@ def test_hypermodel_missing_a_hyperparameter_is_refused(tmp_path):
             oracle=make_oracle(), hypermodel=build,
             directory=str(tmp_path), project_name="p",
         )
+
+
+def declare_all(hp):
+    for name in ("width", "depth", "mlp_dim", "num_heads", "patch_size"):
+        hp.Int(name, 1, 4096)
+    hp.Float("compute_gflops", 1.0, 1e13)
+    hp.Choice("phase", ["star", "grid", "validation", "final"])
+
+
+def test_shape_search_builds_its_oracle(tmp_path):
+    tuner = keras_sovit.tuner.ShapeSearch(
+        hypermodel=declare_all,
+        objective=OBJECTIVE,
+        target_compute=TARGET,
+        star_center=CENTER,
+        star_grids=STAR_GRIDS,
+        star_budgets=STAR_BUDGETS,
+        grid=GRID,
+        grid_budget=GRID_BUDGET,
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    assert isinstance(tuner.oracle, ShapeOracle)
+    assert tuner.oracle.target_compute == TARGET
+    # The oracle's own declarations (on its grid) win over the hypermodel's.
+    width = tuner.oracle.get_space().get_config()["space"][0]["config"]
+    assert width["name"] == "width" and width["step"] == 16
+    trial = tuner.oracle.create_trial("tuner0")
+    assert trial.hyperparameters.values["width"] == 608
+
+
+class Crash(BaseException):
+    """Not an `Exception`: KerasTuner lets it through, like a kill."""
+
+
+class SimulatedHyperModel(keras_tuner.HyperModel):
+    """Answers each trial from the law, as `observe`, through a Tuner."""
+
+    def __init__(self, crash_at=None):
+        super().__init__()
+        self.crash_at = crash_at
+        self.fits = 0
+
+    def declare_hyperparameters(self, hp):
+        declare_all(hp)
+
+    def build(self, hp):
+        import keras
+
+        return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+    def fit(self, hp, model, *args, **kwargs):
+        self.fits += 1
+        if self.fits == self.crash_at:
+            raise Crash()
+        trial = type("T", (), {})()
+        trial.hyperparameters = hp
+        trial.trial_id = self.trial_id(hp)
+        (_, half), (_, full) = observe(PAPER_LIKE_LAW, trial)
+        return {
+            METRIC: full[METRIC],
+            "compute_gflops": full["compute_gflops"],
+            checkpoint_metric_name(METRIC, 0): half[METRIC],
+            checkpoint_metric_name("compute_gflops", 0):
+                half["compute_gflops"],
+        }
+
+    def trial_id(self, hp):
+        return self.ids[json.dumps(hp.values, sort_keys=True)]
+
+
+def test_tuner_crash_and_resume_matches_the_uninterrupted_search(tmp_path):
+    exponents = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
+    reference = make_oracle(exponents=exponents)
+    reference._set_project_dir(str(tmp_path), "reference")
+    run(reference, PAPER_LIKE_LAW)
+
+    def make_tuner(hypermodel, overwrite):
+        tuner = keras_tuner.Tuner(
+            oracle=make_oracle(exponents=exponents),
+            hypermodel=hypermodel,
+            directory=str(tmp_path),
+            project_name="p",
+            overwrite=overwrite,
+        )
+        tuner.oracle.verbose = 0
+        return tuner
+
+    def search(tuner, hypermodel):
+        # The hypermodel learns trial ids from the oracle (chief only).
+        class Ids(dict):
+            def __missing__(self, key):
+                for trial in tuner.oracle.ongoing_trials.values():
+                    if json.dumps(trial.hyperparameters.values,
+                                  sort_keys=True) == key:
+                        return trial.trial_id
+                raise KeyError(key)
+
+        hypermodel.ids = Ids()
+        tuner.search(verbose=0)
+
+    hypermodel = SimulatedHyperModel(crash_at=15)  # In the grid sweep.
+    tuner = make_tuner(hypermodel, overwrite=True)
+    with pytest.raises(Crash):
+        search(tuner, hypermodel)
+    assert len(tuner.oracle.trials) == 15
+
+    hypermodel = SimulatedHyperModel()
+    tuner = make_tuner(hypermodel, overwrite=False)
+    assert tuner.oracle.phase == "grid"
+    search(tuner, hypermodel)
+    oracle = tuner.oracle
+    assert oracle.phase == "done"
+    assert oracle.proposal == reference.proposal
+    assert len(oracle.trials) == len(reference.trials)
+    # The interrupted trial ran again; the 14 completed ones did not.
+    assert hypermodel.fits == len(oracle.trials) - 14
+    assert all(t.status == "COMPLETED" for t in oracle.trials.values())

@@ -1,0 +1,168 @@
+"""SoViTHyperModel alone and inside a real KerasTuner search."""
+
+import json
+import os
+
+import keras_tuner
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_sovit
+from keras_sovit.tuner import ShapeOracle
+from keras_sovit.tuner import SoViTHyperModel
+from keras_sovit.tuner import checkpoint_metric_name
+
+NUM_CLASSES = 4
+IMAGE_SHAPE = (16, 16, 3)
+BATCH = 8
+METRIC = "fewshot_2shot_error"
+
+
+def make_data(n, seed):
+    """Images whose mean colour depends on the class, labels one-hot."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % NUM_CLASSES
+    images = rng.uniform(-0.5, 0.5, (n,) + IMAGE_SHAPE)
+    images[..., 0] += (labels[:, None, None] - 1.5) / 3
+    return images.astype("float32"), labels
+
+
+def train_dataset():
+    images, labels = make_data(64, 0)
+    one_hot = np.eye(NUM_CLASSES, dtype="float32")[labels]
+    ds = tf.data.Dataset.from_tensor_slices((images, one_hot))
+    return ds.repeat().batch(BATCH, drop_remainder=True)
+
+
+def make_hypermodel(**kwargs):
+    return SoViTHyperModel(
+        num_classes=NUM_CLASSES,
+        image_shape=IMAGE_SHAPE,
+        fewshot_train=make_data(24, 1),
+        fewshot_test=make_data(24, 2),
+        shots=(2,),
+        batch_size=BATCH,
+        # XLA compilation of every tiny trial model costs more than it saves.
+        compile_kwargs={"base_lr": 1e-3, "jit_compile": False},
+        **kwargs,
+    )
+
+
+SHAPE = keras_sovit.ShapeSpec(16, 1, 32, 2, patch_size=4)
+
+
+def trial_hp(shape, compute):
+    hp = keras_tuner.HyperParameters()
+    hp.values.update(shape.to_dict(), compute_gflops=compute, phase="grid")
+    return hp
+
+
+def test_build_uses_the_trial_shape():
+    hypermodel = make_hypermodel()
+    model = hypermodel.build(trial_hp(SHAPE, 1.0))
+    assert model.backbone.shape_spec == SHAPE
+    assert model.count_params() == SHAPE.num_params(
+        16, num_classes=NUM_CLASSES
+    )
+
+
+def test_fit_spends_the_budget_and_reports_every_checkpoint():
+    hypermodel = make_hypermodel()
+    per_example = SHAPE.gflops(16)
+    # 8 steps of 8 examples, plus a little slack that buys no extra step.
+    budget = per_example * BATCH * 8.5
+    hp = trial_hp(SHAPE, budget)
+    assert hypermodel.total_steps(hp) == 8
+    model = hypermodel.build(hp)
+    metrics = hypermodel.fit(hp, model, x=train_dataset(), verbose=0)
+    assert metrics["compute_gflops"] == pytest.approx(per_example * 64)
+    assert 0.0 <= metrics[METRIC] <= 1.0
+    computes = [metrics[checkpoint_metric_name("compute_gflops", i)]
+                for i in range(3)]
+    # Checkpoints at 1/4, 1/2 and all of the budget: steps 3, 5 and 8.
+    assert computes == pytest.approx(
+        [per_example * BATCH * s for s in (3, 5, 8)]
+    )
+    assert checkpoint_metric_name(METRIC, 3) not in metrics
+
+
+def test_budget_below_one_step_fails_the_trial():
+    hypermodel = make_hypermodel()
+    hp = trial_hp(SHAPE, SHAPE.gflops(16) * BATCH * 0.5)
+    with pytest.raises(keras_tuner.errors.FailedTrialError):
+        hypermodel.total_steps(hp)
+
+
+def test_declares_every_oracle_hyperparameter():
+    hp = keras_tuner.HyperParameters()
+    make_hypermodel().declare_hyperparameters(hp)
+    names = {h.name for h in hp.space}
+    assert names == {"width", "depth", "mlp_dim", "num_heads", "patch_size",
+                     "compute_gflops", "phase"}
+    # The defaults build a valid tiny model cheaply.
+    shape = keras_sovit.ShapeSpec.from_dict(hp.values)
+    assert shape.gflops(16) < 1e-3
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="image_shape"):
+        SoViTHyperModel(NUM_CLASSES, (16, 16))
+    with pytest.raises(ValueError, match="checkpoints"):
+        SoViTHyperModel(NUM_CLASSES, IMAGE_SHAPE, checkpoints=(0.5, 2.0))
+    with pytest.raises(ValueError, match="fewshot_test"):
+        SoViTHyperModel(NUM_CLASSES, IMAGE_SHAPE,
+                        fewshot_train=make_data(8, 0))
+
+
+def test_search_end_to_end(tmp_path):
+    per_step = SHAPE.gflops(16) * BATCH
+    oracle = ShapeOracle(
+        objective=keras_tuner.Objective(METRIC, "min"),
+        target_compute=per_step * 12,
+        exponents={"width": 0.2, "depth": 0.4, "mlp_dim": 0.6},
+        grid={"width": [16, 32], "mlp_dim": [32]},
+        grid_budget=per_step * 6,
+        star_center=SHAPE,
+        rounding=keras_sovit.scaling.Rounding(
+            width_multiple=8, mlp_multiple=8
+        ),
+        final_trials=("proposal", "control"),
+        image_size=16,
+        seed=1,
+        max_consecutive_failed_trials=1,
+    )
+    tuner = keras_tuner.Tuner(
+        oracle=oracle,
+        hypermodel=make_hypermodel(),
+        directory=str(tmp_path),
+        project_name="p",
+    )
+    tuner.search(x=train_dataset(), verbose=0)
+
+    trials = list(oracle.trials.values())
+    phases = [t.hyperparameters.values["phase"] for t in trials]
+    assert phases.count("grid") == 2
+    assert 1 <= phases.count("final") <= 2
+    assert all(t.status == "COMPLETED" for t in trials)
+    for trial in trials:
+        values = trial.hyperparameters.values
+        budget = values["compute_gflops"]
+        shape = keras_sovit.ShapeSpec.from_dict(values)
+        spent = trial.metrics.get_last_value("compute_gflops")
+        assert budget - shape.gflops(16) * BATCH < spent <= budget
+        assert 0.0 <= trial.score <= 1.0
+    # Checkpoints (up to three per trial) reach the fit as extra rows.
+    rows = list(oracle.results("grid"))
+    assert 2 < len(rows) <= 6
+    for row in rows:
+        assert row["compute_gflops"] <= oracle.grid_budget
+    proposal = oracle.proposal
+    assert proposal.patch_size == 4 and proposal.num_heads == 2
+    final = [keras_sovit.ShapeSpec.from_dict(t.hyperparameters.values)
+             for t in trials if t.hyperparameters.values["phase"] == "final"]
+    assert final[0] == proposal
+    with open(os.path.join(str(tmp_path), "p", "shape_report.json")) as f:
+        assert json.load(f)["proposal"] == proposal.to_dict()
+    best = tuner.get_best_hyperparameters()[0].values
+    assert best["phase"] in ("grid", "final")
