@@ -28,9 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_sovit.scaling import _varpro  # noqa: E402
 from keras_sovit.scaling.law import fit_star_sweep  # noqa: E402
+from keras_sovit.scaling.plan import PAPER_STAR_CENTER  # noqa: E402
+from keras_sovit.scaling.plan import PAPER_STAR_GRIDS  # noqa: E402
 from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH  # noqa: E402
-from keras_sovit.scaling.simulate import PAPER_STAR_CENTER_LIKE  # noqa: E402
-from keras_sovit.scaling.simulate import PAPER_STAR_GRIDS_LIKE  # noqa: E402
 from keras_sovit.scaling.simulate import eq2_loss  # noqa: E402
 from keras_sovit.scaling.simulate import simulate_star  # noqa: E402
 
@@ -85,7 +85,7 @@ def plain_fit(x, t, y, seed):
 
 
 def star_data(results, dim):
-    center = PAPER_STAR_CENTER_LIKE
+    center = PAPER_STAR_CENTER
     others = [d for d in DIMS if d != dim]
     rows = [r for r in results if all(r[o] == getattr(center, o)
                                       for o in others)]
@@ -96,7 +96,7 @@ def star_data(results, dim):
 
 def run_cell(method, noise, n_values, n_budgets, seeds):
     grids = {d: v if n_values == 6 else tuple(v[i] for i in (0, 2, 3, 5))
-             for d, v in PAPER_STAR_GRIDS_LIKE.items()}
+             for d, v in PAPER_STAR_GRIDS.items()}
     budgets = BUDGETS[n_budgets]
     t_eval = 10 * max(budgets)
     errors, regrets = [], []
@@ -104,7 +104,7 @@ def run_cell(method, noise, n_values, n_budgets, seeds):
         results = simulate_star(grids=grids, budgets=budgets, noise=noise,
                                 seed=seed)
         if method == "robust":
-            fit = fit_star_sweep(results, PAPER_STAR_CENTER_LIKE,
+            fit = fit_star_sweep(results, PAPER_STAR_CENTER,
                                  n_bootstrap=0, holdout=None)
             for dim in DIMS:
                 errors.append(abs(fit.exponents[dim] - true_exponent(dim)))
@@ -143,7 +143,7 @@ def check(n_seeds, n_bootstrap):
     for seed in range(n_seeds):
         start = time.time()
         results = simulate_star(noise=0.01, seed=seed)
-        fit = fit_star_sweep(results, PAPER_STAR_CENTER_LIKE,
+        fit = fit_star_sweep(results, PAPER_STAR_CENTER,
                              n_bootstrap=n_bootstrap, random_state=seed)
         row = []
         for dim in DIMS:
@@ -170,9 +170,9 @@ def check(n_seeds, n_bootstrap):
 def timing():
     results = simulate_star(noise=0.01, seed=0)
     start = time.time()
-    fit_star_sweep(results, PAPER_STAR_CENTER_LIKE, n_bootstrap=0)
+    fit_star_sweep(results, PAPER_STAR_CENTER, n_bootstrap=0)
     mid = time.time()
-    fit_star_sweep(results, PAPER_STAR_CENTER_LIKE, n_bootstrap=200)
+    fit_star_sweep(results, PAPER_STAR_CENTER, n_bootstrap=200)
     end = time.time()
     print(f"\nfit of 54 points: {mid - start:.2f}s without bootstrap, "
           f"{end - mid:.1f}s with n_bootstrap=200")

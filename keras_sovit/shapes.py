@@ -5,6 +5,7 @@ scaling-law code can use it without a framework.
 """
 
 import dataclasses
+import math
 import numbers
 import re
 
@@ -45,6 +46,38 @@ def check_positive_int(name, value):
             f"`{name}` must be a positive integer. Received: {name}={value!r}"
         )
     return int(value)
+
+
+def check_non_negative_int(name, value):
+    """Returns `value` as a Python int >= 0, or raises a `ValueError`."""
+    if isinstance(value, bool) or not isinstance(
+        value, numbers.Integral
+    ) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a non-negative integer. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_positive_number(name, value, allow_zero=False):
+    """Returns `value` as a finite float > 0 (>= 0 with `allow_zero`).
+
+    Raises a `ValueError` naming `name` for anything else, bools included.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(
+            f"`{name}` must be a {kind} finite number. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 def check_choice(name, value, choices):
@@ -196,7 +229,7 @@ class ShapeSpec:
         check_choice("pool_type", pool_type, POOL_TYPES)
         _check_posemb(posemb, self.width)
         channels = check_positive_int("channels", channels)
-        num_classes = _check_num_classes(num_classes)
+        num_classes = check_non_negative_int("num_classes", num_classes)
         d, m, p = self.width, self.mlp_dim, self.patch_size
         n_patches = self.num_patches(image_size, strict)
         total = p * p * channels * d + d
@@ -233,7 +266,7 @@ class ShapeSpec:
         """
         check_choice("pool_type", pool_type, POOL_TYPES)
         channels = check_positive_int("channels", channels)
-        num_classes = _check_num_classes(num_classes)
+        num_classes = check_non_negative_int("num_classes", num_classes)
         d, m, p = self.width, self.mlp_dim, self.patch_size
         n_patches = self.num_patches(image_size, strict)
         n = n_patches + (1 if pool_type == "tok" else 0)
@@ -273,12 +306,18 @@ def _check_posemb(posemb, width):
         )
 
 
-def _check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(
-        num_classes, numbers.Integral
-    ) or num_classes < 0:
-        raise ValueError(
-            "`num_classes` must be a non-negative integer. "
-            f"Received: num_classes={num_classes!r}"
+def check_shape_spec(name, value, allow_dict=False):
+    """Returns `value` as a `ShapeSpec`, or raises a `ValueError` naming it.
+
+    With `allow_dict=True` a dict of the five shape fields is accepted too.
+    """
+    if allow_dict and isinstance(value, dict):
+        return ShapeSpec.from_dict(value)
+    if not isinstance(value, ShapeSpec):
+        what = "a ShapeSpec or a dict of its fields" if allow_dict else (
+            "a ShapeSpec"
         )
-    return int(num_classes)
+        raise ValueError(
+            f"`{name}` must be {what}. Received: {name}={value!r}"
+        )
+    return value

@@ -169,8 +169,16 @@ class SoViTBackbone(keras.Model):
         elif pool_type in ("0", "tok"):
             x = x[:, 0]
         super().__init__(
-            inputs=images, outputs=x, name=name, dtype=dtype, **kwargs
+            inputs=images,
+            outputs=x,
+            name=name or "sovit_backbone",
+            dtype=dtype,
+            **kwargs,
         )
+        if dtype is not None:
+            # Functional models ignore `dtype`; keep the policy the layers
+            # use so that it is reported and serialized.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
 
         # === Config ===
         self.shape_spec = spec

@@ -110,8 +110,16 @@ class SoViTClassifier(keras.Model):
             x = self.pre_logits(x)
         logits = self.head(x)
         super().__init__(
-            inputs=images, outputs=logits, name=name, dtype=dtype, **kwargs
+            inputs=images,
+            outputs=logits,
+            name=name or "sovit_classifier",
+            dtype=dtype,
+            **kwargs,
         )
+        if dtype is not None:
+            # Functional models ignore `dtype`; keep the policy the layers
+            # use so that it is reported and serialized.
+            self.dtype_policy = keras.dtype_policies.get(dtype)
 
         # === Config ===
         self.num_classes = num_classes

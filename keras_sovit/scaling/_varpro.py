@@ -25,6 +25,40 @@ _SUBSETS = [
 ]
 
 
+def check_positive_finite(name, values):
+    """Returns `values` as a float array; a ValueError unless all are > 0.
+
+    The fits work on relative errors and logarithms, so every value must
+    be a positive finite number.
+    """
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be an array of numbers. Received: "
+            f"{name}={values!r}"
+        )
+    if np.any(np.isnan(arr)):
+        raise ValueError(f"`{name}` contains NaN. Received: {name}={arr}")
+    bad = ~np.isfinite(arr) | (arr <= 0)
+    if np.any(bad):
+        raise ValueError(
+            f"`{name}` must be positive and finite. Received: "
+            f"{int(bad.sum())} bad values in {name}, the first "
+            f"{arr[bad][:3].tolist()}"
+        )
+    return arr
+
+
+def geomean(values, axis=None):
+    """Geometric mean: the reference value data are normalised by.
+
+    A float with `axis=None`, else an array (e.g. per column, `axis=0`).
+    """
+    out = np.exp(np.mean(np.log(values), axis=axis))
+    return float(out) if axis is None else out
+
+
 def exponent_grids(size):
     """Log grids for (a, b, c) used by the variable-projection search."""
     return (

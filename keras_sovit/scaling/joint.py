@@ -6,18 +6,23 @@ shape whose predicted loss is lowest at a target compute, with examples
 seen = compute / forward GFLOPs of each candidate shape.
 """
 
-import math
 import numbers
 import warnings
 
 import numpy as np
 from scipy import optimize
 
+from keras_sovit.scaling import _varpro
+from keras_sovit.scaling.law import _Params
 from keras_sovit.scaling.plan import SCALED_DIMS
-from keras_sovit.scaling.plan import Rounding
+from keras_sovit.scaling.plan import check_rounding
+from keras_sovit.scaling.plan import metric_rows
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
+from keras_sovit.shapes import check_positive_int
+from keras_sovit.shapes import check_positive_number
+from keras_sovit.shapes import check_shape_spec
 
 FORMS = ("decomposable", "data_limited")
 
@@ -143,7 +148,7 @@ def _law_value(form, params, x, t, examples):
     return total + params["B"] * examples**-c
 
 
-class JointLaw:
+class JointLaw(_Params):
     """A scaling law over width, depth and MLP size, fitted to all runs.
 
     Two forms are offered, both linear in non-negative coefficients once
@@ -210,6 +215,11 @@ class JointLaw:
     ```
     """
 
+    _PARAMS = (
+        "form", "image_size", "pool_type", "holdout_fraction", "n_starts",
+        "n_candidates", "random_state", "metric_name",
+    )
+
     def __init__(
         self,
         form="auto",
@@ -230,22 +240,6 @@ class JointLaw:
         self.random_state = random_state
         self.metric_name = metric_name
 
-    def get_params(self, deep=True):
-        return {
-            k: getattr(self, k)
-            for k in (
-                "form", "image_size", "pool_type", "holdout_fraction",
-                "n_starts", "n_candidates", "random_state", "metric_name",
-            )
-        }
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise ValueError(f"Unknown parameter {key!r}.")
-            setattr(self, key, value)
-        return self
-
     def _validate(self):
         check_choice("form", self.form, ("auto",) + FORMS)
         check_choice("pool_type", self.pool_type, POOL_TYPES)
@@ -258,39 +252,17 @@ class JointLaw:
                 f"Received: holdout_fraction={frac!r}"
             )
         for name in ("n_starts", "n_candidates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(
-                value, numbers.Integral
-            ) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. "
-                    f"Received: {name}={value!r}"
-                )
+            check_positive_int(name, getattr(self, name))
 
     def _arrays(self, results):
-        rows = list(results)
-        if self.metric_name is not None:
-            rows = [r for r in rows if r["metric_name"] == self.metric_name]
-        names = {r.get("metric_name") for r in rows}
-        if len(names) > 1:
-            raise ValueError(
-                f"`results` mixes metrics {sorted(map(str, names))}; set "
-                "`metric_name`."
-            )
+        rows = metric_rows(results, self.metric_name)
         shapes = [ShapeSpec.from_dict(r) for r in rows]
-        t = np.array([float(r["compute_gflops"]) for r in rows])
-        y = np.array([float(r["metric_value"]) for r in rows])
-        if not np.all(np.isfinite(t) & (t > 0)):
-            raise ValueError(
-                "`results` must have positive finite compute_gflops. "
-                f"Received: {t[~(np.isfinite(t) & (t > 0))][:3]}"
-            )
-        if not np.all(np.isfinite(y) & (y > 0)):
-            raise ValueError(
-                "`results` must have positive finite metric values (the fit "
-                f"uses relative errors). Received: "
-                f"{y[~(np.isfinite(y) & (y > 0))][:3]}"
-            )
+        t = _varpro.check_positive_finite(
+            "compute_gflops", [float(r["compute_gflops"]) for r in rows]
+        )
+        y = _varpro.check_positive_finite(
+            "metric_value", [float(r["metric_value"]) for r in rows]
+        )
         return shapes, t, y
 
     def _design(self, shapes):
@@ -305,9 +277,9 @@ class JointLaw:
 
     def _fit_one(self, form, x, t, examples, y, rng):
         ref = {
-            "x": np.exp(np.log(x).mean(axis=0)),
-            "t": float(np.exp(np.log(t).mean())),
-            "examples": float(np.exp(np.log(examples).mean())),
+            "x": _varpro.geomean(x, axis=0),
+            "t": _varpro.geomean(t),
+            "examples": _varpro.geomean(examples),
         }
         exps, weights, converged = _fit_form(
             form,
@@ -396,17 +368,9 @@ class JointLaw:
         self._check_fitted()
         single = isinstance(shapes, ShapeSpec)
         shape_list = [shapes] if single else list(shapes)
-        for s in shape_list:
-            if not isinstance(s, ShapeSpec):
-                raise ValueError(
-                    f"`shapes` must be ShapeSpec(s). Received: {s!r}"
-                )
-        t = np.asarray(compute_gflops, dtype=float)
-        if np.any(~np.isfinite(t) | (t <= 0)):
-            raise ValueError(
-                "`compute_gflops` must be positive and finite. "
-                f"Received: compute_gflops={compute_gflops!r}"
-            )
+        for i, s in enumerate(shape_list):
+            check_shape_spec(f"shapes[{i}]", s)
+        t = _varpro.check_positive_finite("compute_gflops", compute_gflops)
         x, gflops = self._design(shape_list)
         t_b = np.broadcast_to(t, (len(shape_list),)) if t.ndim <= 1 else t
         values = _law_value(self.form_, self.params_, x, t_b, t_b / gflops)
@@ -651,28 +615,14 @@ def optimal_shape(
             f"`joint_law` must be a JointLaw. Received: {joint_law!r}"
         )
     joint_law._check_fitted()
-    if isinstance(target_compute, bool) or not isinstance(
-        target_compute, numbers.Real
-    ) or not (math.isfinite(target_compute) and target_compute > 0):
-        raise ValueError(
-            "`target_compute` must be a positive number of GFLOPs. "
-            f"Received: target_compute={target_compute!r}"
-        )
-    if rounding is None:
-        rounding = Rounding()
-    if not isinstance(rounding, Rounding):
-        raise ValueError(
-            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
-        )
+    target_compute = check_positive_number("target_compute", target_compute)
+    rounding = check_rounding(rounding)
     template = template or joint_law.template_
-    if not isinstance(template, ShapeSpec):
-        raise ValueError(
-            f"`template` must be a ShapeSpec. Received: template={template!r}"
-        )
+    check_shape_spec("template", template)
     bounds, max_params = _check_constraints(constraints)
     search = _Search(
         joint_law,
-        float(target_compute),
+        target_compute,
         joint_law.image_size if image_size is None else image_size,
         rounding,
         template,

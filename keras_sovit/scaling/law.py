@@ -11,32 +11,23 @@ import warnings
 import numpy as np
 
 from keras_sovit.scaling import _varpro
+from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_non_negative_int
+from keras_sovit.shapes import check_positive_int
+from keras_sovit.shapes import check_shape_spec
 
 PARAM_NAMES = ("alpha", "a", "beta", "b", "xi", "eps", "c")
-DIMS = ("width", "depth", "mlp_dim")
+DIMS = SCALED_DIMS
 LOSSES = ("relative", "huber")
 
 
 def _check_fit_arrays(x, t, y, min_points):
-    arrays = []
-    for name, value in (("x", x), ("t", t), ("y", y)):
-        try:
-            arr = np.asarray(value, dtype=float).ravel()
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"`{name}` must be an array of numbers. Received: "
-                f"{name}={value!r}"
-            )
-        if np.any(np.isnan(arr)):
-            raise ValueError(f"`{name}` contains NaN. Received: {name}={arr}")
-        if np.any(~np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(
-                f"`{name}` must be positive and finite. Received: {name}={arr}"
-            )
-        arrays.append(arr)
-    x, t, y = arrays
+    x, t, y = (
+        _varpro.check_positive_finite(name, value).ravel()
+        for name, value in (("x", x), ("t", t), ("y", y))
+    )
     if not len(x) == len(t) == len(y):
         raise ValueError(
             "`x`, `t` and `y` must have the same length. Received lengths "
@@ -55,11 +46,28 @@ def _check_fit_arrays(x, t, y, min_points):
     return x, t, y
 
 
-def _geomean(values):
-    return float(np.exp(np.mean(np.log(values))))
+class _Params:
+    """sklearn-style access to the constructor arguments named in `_PARAMS`."""
+
+    _PARAMS = ()
+
+    def get_params(self, deep=True):
+        """Constructor arguments as a dict (sklearn protocol)."""
+        return {key: getattr(self, key) for key in self._PARAMS}
+
+    def set_params(self, **params):
+        """Sets constructor arguments (sklearn protocol); returns self."""
+        for key, value in params.items():
+            if key not in self._PARAMS:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for {type(self).__name__}. "
+                    f"Valid: {sorted(self._PARAMS)}"
+                )
+            setattr(self, key, value)
+        return self
 
 
-class ShapeLaw:
+class ShapeLaw(_Params):
     """Fits the paper's Eq. (2) for one shape dimension.
 
     f(x, t) = α·x^(−a) + (β·x^b + ξ)·t^(−c) + ε with all seven parameters
@@ -104,6 +112,11 @@ class ShapeLaw:
     - [Alabdulmohsin et al., 2023](https://arxiv.org/abs/2305.13035)
     """
 
+    _PARAMS = (
+        "loss", "huber_delta", "n_starts", "fixed_c", "random_state",
+        "grid_size",
+    )
+
     def __init__(
         self,
         loss="relative",
@@ -119,30 +132,6 @@ class ShapeLaw:
         self.fixed_c = fixed_c
         self.random_state = random_state
         self.grid_size = grid_size
-
-    # --- sklearn-style parameter access ---------------------------------
-    def get_params(self, deep=True):
-        """Constructor arguments as a dict (sklearn protocol)."""
-        return {
-            "loss": self.loss,
-            "huber_delta": self.huber_delta,
-            "n_starts": self.n_starts,
-            "fixed_c": self.fixed_c,
-            "random_state": self.random_state,
-            "grid_size": self.grid_size,
-        }
-
-    def set_params(self, **params):
-        """Sets constructor arguments (sklearn protocol); returns self."""
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(
-                    f"Invalid parameter {key!r} for ShapeLaw. Valid: "
-                    f"{sorted(valid)}"
-                )
-            setattr(self, key, value)
-        return self
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -163,14 +152,7 @@ class ShapeLaw:
                     f"`{name}` must be positive. Received: {name}={value!r}"
                 )
         for name in ("n_starts", "grid_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(
-                value, numbers.Integral
-            ) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive int. "
-                    f"Received: {name}={value!r}"
-                )
+            check_positive_int(name, getattr(self, name))
         if self.fixed_c is not None and not (
             isinstance(self.fixed_c, numbers.Real) and self.fixed_c > 0
         ):
@@ -193,7 +175,7 @@ class ShapeLaw:
                 "`t` must take at least 2 distinct values to fit c (or set "
                 f"`fixed_c`). Received: t={t}"
             )
-        refs = (_geomean(x), _geomean(t), _geomean(y))
+        refs = (_varpro.geomean(x), _varpro.geomean(t), _varpro.geomean(y))
         groups = [(x / refs[0], t / refs[1], y / refs[2])]
         out = _varpro.fit_groups(
             groups,
@@ -536,12 +518,7 @@ def _resolve_metric(results, metric_name):
 def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
     if not isinstance(results, SweepResults):
         results = SweepResults.from_rows(results)
-    if isinstance(center, dict):
-        center = ShapeSpec.from_dict(center)
-    if not isinstance(center, ShapeSpec):
-        raise ValueError(
-            f"`center` must be a ShapeSpec. Received: center={center!r}"
-        )
+    center = check_shape_spec("center", center, allow_dict=True)
     dims = tuple(dims)
     if not dims or any(d not in DIMS for d in dims) or len(set(dims)) != len(
         dims
@@ -555,13 +532,7 @@ def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
             "`holdout` must be 'center', 'largest' or None. "
             f"Received: holdout={holdout!r}"
         )
-    if isinstance(n_bootstrap, bool) or not isinstance(
-        n_bootstrap, numbers.Integral
-    ) or n_bootstrap < 0:
-        raise ValueError(
-            "`n_bootstrap` must be a non-negative int. "
-            f"Received: n_bootstrap={n_bootstrap!r}"
-        )
+    check_non_negative_int("n_bootstrap", n_bootstrap)
     return results, center, dims
 
 
@@ -663,7 +634,7 @@ def fit_star_sweep(
         data[dim] = (x, t, y, fit_mask)
     loss = "huber" if robust else "linear"
     t_all = np.concatenate([data[d][1][data[d][3]] for d in dims])
-    t_ref = _geomean(t_all)
+    t_ref = _varpro.geomean(t_all)
     laws = _fit_dims(
         data, dims, shared_c, loss, huber_delta, n_starts, t_ref, None, 20
     )
@@ -705,7 +676,7 @@ def _groups_for(data, dims, t_ref, index=None):
         x, t, y = x[fit_mask], t[fit_mask], y[fit_mask]
         # References from the full data, so bootstrap replicates share
         # the normalisation (and warm starts) of the main fit.
-        ref = (_geomean(x), t_ref, _geomean(y))
+        ref = (_varpro.geomean(x), t_ref, _varpro.geomean(y))
         if index is not None:
             x, t, y = x[index[dim]], t[index[dim]], y[index[dim]]
         refs.append(ref)

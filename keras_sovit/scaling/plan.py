@@ -12,6 +12,9 @@ import numbers
 import numpy as np
 
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_positive_int
+from keras_sovit.shapes import check_positive_number
+from keras_sovit.shapes import check_shape_spec
 
 SCALED_DIMS = ("width", "depth", "mlp_dim")
 
@@ -39,20 +42,6 @@ PAPER_GRID_OPTIMUM = (608, 10, 928)
 PAPER_EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
 
 
-def _check_positive_number(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive finite number. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
 def _check_grids(grids, name="grids"):
     if not isinstance(grids, dict) or not grids:
         raise ValueError(
@@ -73,15 +62,7 @@ def _check_grids(grids, name="grids"):
                 f"integers. Received: {grids[dim]!r}"
             )
         for v in values:
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, numbers.Integral)
-                or v <= 0
-            ):
-                raise ValueError(
-                    f"`{name}[{dim!r}]` must hold positive integers. "
-                    f"Received: {v!r}"
-                )
+            check_positive_int(f"{name}[{dim!r}]", v)
         checked[dim] = sorted({int(v) for v in values})
     return checked
 
@@ -94,7 +75,7 @@ def _check_budgets(budgets):
         raise ValueError(
             f"`budgets` must be a non-empty list. Received: budgets={budgets}"
         )
-    return [_check_positive_number("budgets", b) for b in budgets]
+    return [check_positive_number("budgets", b) for b in budgets]
 
 
 def _check_heads(shape_fields, name):
@@ -163,10 +144,7 @@ def star_sweep_plan(
     len(plan)  # (3 * 6 + 1) * 3 = 57
     ```
     """
-    if not isinstance(center, ShapeSpec):
-        raise ValueError(
-            f"`center` must be a ShapeSpec. Received: center={center!r}"
-        )
+    check_shape_spec("center", center)
     grids = _check_grids(grids)
     budgets = _check_budgets(budgets)
     _check_unit(budget_unit)
@@ -228,12 +206,9 @@ def grid_sweep_plan(
     len(plan)  # 64
     ```
     """
-    if not isinstance(template, ShapeSpec):
-        raise ValueError(
-            f"`template` must be a ShapeSpec. Received: template={template!r}"
-        )
+    check_shape_spec("template", template)
     grids = _check_grids(grids)
-    budget = _check_positive_number("budget", budget)
+    budget = check_positive_number("budget", budget)
     _check_unit(budget_unit)
     axes = [grids.get(d, [getattr(template, d)]) for d in SCALED_DIMS]
     plan = []
@@ -249,7 +224,8 @@ def grid_sweep_plan(
     return plan
 
 
-def _rows_of(results, metric_name):
+def metric_rows(results, metric_name):
+    """Rows of one metric; a ValueError if none, or if several are mixed."""
     rows = list(results)
     if metric_name is not None:
         rows = [r for r in rows if r.get("metric_name") == metric_name]
@@ -369,8 +345,8 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     # x0.width == 96, t0 == 1000.0
     ```
     """
-    rtol = _check_positive_number("rtol", rtol)
-    curves = _curves(_rows_of(results, metric_name))
+    rtol = check_positive_number("rtol", rtol)
+    curves = _curves(metric_rows(results, metric_name))
     shapes = list(curves)
     levels = _compute_levels(curves, rtol)
     best = []
@@ -467,10 +443,10 @@ class Rounding:
 
     def __post_init__(self):
         for name in ("width_multiple", "mlp_multiple", "depth_multiple"):
-            _check_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("num_heads", "head_dim"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name))
+                check_positive_int(name, getattr(self, name))
         if self.num_heads is not None and self.head_dim is not None:
             raise ValueError(
                 "Pass at most one of `num_heads` and `head_dim`. Received: "
@@ -488,14 +464,14 @@ class Rounding:
                 "`Rounding` without `num_heads` or `head_dim` needs the head "
                 "count of a template shape. Received: default_heads=None"
             )
-        return _check_int("default_heads", default_heads)
+        return check_positive_int("default_heads", default_heads)
 
     def snap(self, width, depth, mlp_dim, patch_size=16, default_heads=None):
         """Rounds real-valued dimensions to a valid `ShapeSpec`."""
         for name, value in (
             ("width", width), ("depth", depth), ("mlp_dim", mlp_dim)
         ):
-            _check_positive_number(name, value)
+            check_positive_number(name, value)
         heads = self.heads_for(width, default_heads)
         step = math.lcm(self.width_multiple, heads)
         return ShapeSpec(
@@ -513,16 +489,15 @@ class Rounding:
         )
 
 
-def _check_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def check_rounding(rounding):
+    """Returns `rounding`, or `Rounding()` for `None`; else a ValueError."""
+    if rounding is None:
+        return Rounding()
+    if not isinstance(rounding, Rounding):
         raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
         )
-    if value <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
+    return rounding
 
 
 def _round_to(value, multiple):
@@ -557,7 +532,7 @@ def _check_exponents(exponents, weights):
             f"Received: weights={weights!r}"
         )
     for dim, w in weights.items():
-        _check_positive_number(f"weights[{dim!r}]", w)
+        check_positive_number(f"weights[{dim!r}]", w)
     total = sum(weights.values())
     if abs(total - 1.0) > 1e-6:
         raise ValueError(
@@ -621,20 +596,11 @@ def scale_shape(
     big.num_params() / base.num_params()  # about 2.4
     ```
     """
-    if not isinstance(base_shape, ShapeSpec):
-        raise ValueError(
-            "`base_shape` must be a ShapeSpec. "
-            f"Received: base_shape={base_shape!r}"
-        )
-    base_compute = _check_positive_number("base_compute", base_compute)
-    target_compute = _check_positive_number("target_compute", target_compute)
+    check_shape_spec("base_shape", base_shape)
+    base_compute = check_positive_number("base_compute", base_compute)
+    target_compute = check_positive_number("target_compute", target_compute)
     weights = _check_exponents(exponents, weights)
-    if rounding is None:
-        rounding = Rounding()
-    if not isinstance(rounding, Rounding):
-        raise ValueError(
-            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
-        )
+    rounding = check_rounding(rounding)
     tau = target_compute / base_compute
     scaled = {d: float(getattr(base_shape, d)) for d in SCALED_DIMS}
     for dim, s in exponents.items():

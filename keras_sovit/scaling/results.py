@@ -9,6 +9,7 @@ import os
 
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_shape_spec
 
 NUMBER_FIELDS = ("compute_gflops", "examples_seen", "metric_value")
 CORE_FIELDS = SHAPE_FIELDS + NUMBER_FIELDS + ("metric_name",)
@@ -113,13 +114,7 @@ class SweepResults:
         **extra,
     ):
         """Adds one measurement of `shape` at `compute_gflops`."""
-        if isinstance(shape, dict):
-            shape = ShapeSpec.from_dict(shape)
-        if not isinstance(shape, ShapeSpec):
-            raise ValueError(
-                "`shape` must be a ShapeSpec or a dict of its fields. "
-                f"Received: shape={shape!r}"
-            )
+        shape = check_shape_spec("shape", shape, allow_dict=True)
         row = shape.to_dict()
         row.update(
             compute_gflops=compute_gflops,

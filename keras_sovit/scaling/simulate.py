@@ -7,15 +7,20 @@ import numbers
 
 import numpy as np
 
+from keras_sovit.scaling.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
-from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_shape_spec
+from keras_sovit.shapes import check_positive_int
+from keras_sovit.shapes import check_positive_number
 from keras_sovit.shapes import image_hw
 
-DIMS = ("width", "depth", "mlp_dim")
+DIMS = SCALED_DIMS
 
 
-def _check_dim_dict(name, value, positive=True):
+def _check_dim_dict(name, value):
     if not isinstance(value, dict) or set(value) != set(DIMS):
         raise ValueError(
             f"`{name}` must be a dict with keys {list(DIMS)}. "
@@ -23,21 +28,8 @@ def _check_dim_dict(name, value, positive=True):
         )
     out = {}
     for dim in DIMS:
-        out[dim] = _check_positive(f"{name}[{dim!r}]", value[dim], positive)
+        out[dim] = check_positive_number(f"{name}[{dim!r}]", value[dim])
     return out
-
-
-def _check_positive(name, value, strict=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (strict and value == 0):
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return value
 
 
 def gflops_array(width, depth, mlp_dim, patch_size=16, image_size=224):
@@ -62,23 +54,22 @@ def gflops_array(width, depth, mlp_dim, patch_size=16, image_size=224):
     return 2.0 * macs / 1e9
 
 
-def _check_shape(shape):
-    if isinstance(shape, dict):
-        shape = ShapeSpec.from_dict(shape)
-    if not isinstance(shape, ShapeSpec):
-        raise ValueError(
-            f"`shape` must be a ShapeSpec. Received: shape={shape!r}"
-        )
-    return shape
-
-
 class _Law:
     """Shared machinery: scalar loss, vectorised loss and the true optimum."""
 
+    def _capacity(self, width, depth, mlp_dim):
+        """Σ_k α_k x_k^(−a_k), the capacity term both laws share."""
+        xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
+        capacity = 0.0
+        for dim in DIMS:
+            x = np.asarray(xs[dim], dtype=float)
+            capacity = capacity + self.alpha[dim] * x ** (-self.a[dim])
+        return capacity
+
     def loss(self, shape, compute_gflops):
         """True metric of `shape` trained with `compute_gflops`."""
-        shape = _check_shape(shape)
-        t = _check_positive("compute_gflops", compute_gflops)
+        shape = check_shape_spec("shape", shape, allow_dict=True)
+        t = check_positive_number("compute_gflops", compute_gflops)
         value = self.loss_array(
             shape.width, shape.depth, shape.mlp_dim, t, shape.patch_size
         )
@@ -86,7 +77,9 @@ class _Law:
 
     def losses(self, shapes, computes):
         """Vectorised `loss` over lists of shapes and computes."""
-        shapes = [_check_shape(s) for s in shapes]
+        shapes = [
+            check_shape_spec("shapes", s, allow_dict=True) for s in shapes
+        ]
         computes = np.asarray(computes, dtype=float)
         if computes.shape != (len(shapes),) or np.any(computes <= 0):
             raise ValueError(
@@ -122,21 +115,15 @@ class _Law:
             width_multiple: int or `None`.
             mlp_multiple: int. Defaults to `1`.
         """
-        t = _check_positive("target_compute", target_compute)
-        template = _check_shape(template)
+        t = check_positive_number("target_compute", target_compute)
+        template = check_shape_spec("template", template, allow_dict=True)
         steps = {
             "width": width_multiple or template.num_heads,
             "depth": 1,
             "mlp_dim": mlp_multiple,
         }
         for dim in DIMS:
-            if isinstance(steps[dim], bool) or not isinstance(
-                steps[dim], numbers.Integral
-            ) or steps[dim] <= 0:
-                raise ValueError(
-                    "Multiples must be positive ints. "
-                    f"Received: {dim} multiple={steps[dim]!r}"
-                )
+            check_positive_int(f"{dim}_multiple", steps[dim])
             if dim == "width" and steps[dim] % template.num_heads:
                 raise ValueError(
                     "`width_multiple` must be a multiple of num_heads="
@@ -268,22 +255,21 @@ class DecomposableLaw(_Law):
         self.a = _check_dim_dict("a", a)
         self.beta = _check_dim_dict("beta", beta)
         self.b = _check_dim_dict("b", b)
-        self.xi = _check_positive("xi", xi, strict=False)
-        self.eps = _check_positive("eps", eps, strict=False)
-        self.c = _check_positive("c", c)
+        self.xi = check_positive_number("xi", xi, allow_zero=True)
+        self.eps = check_positive_number("eps", eps, allow_zero=True)
+        self.c = check_positive_number("c", c)
         image_hw(image_size)
         self.image_size = image_size
 
     def loss_array(self, width, depth, mlp_dim, t, patch_size=16):
         """Vectorised loss (patch size is ignored by this law)."""
         xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
-        capacity = 0.0
         amplitude = self.xi
         for dim in DIMS:
             x = np.asarray(xs[dim], dtype=float)
-            capacity = capacity + self.alpha[dim] * x ** (-self.a[dim])
             amplitude = amplitude + self.beta[dim] * x ** self.b[dim]
         t = np.asarray(t, dtype=float)
+        capacity = self._capacity(width, depth, mlp_dim)
         return capacity + amplitude * t ** (-self.c) + self.eps
 
     def star_params(self, center):
@@ -293,7 +279,7 @@ class DecomposableLaw(_Law):
         where ξ_k and ε_k absorb the dimensions held at the centre and
         s = c / (a + b).
         """
-        center = _check_shape(center)
+        center = check_shape_spec("center", center, allow_dict=True)
         out = {}
         for dim in DIMS:
             others = [d for d in DIMS if d != dim]
@@ -355,19 +341,15 @@ class DataLimitedLaw(_Law):
     def __init__(self, alpha, a, B, c, eps, image_size=224):
         self.alpha = _check_dim_dict("alpha", alpha)
         self.a = _check_dim_dict("a", a)
-        self.B = _check_positive("B", B)
-        self.c = _check_positive("c", c)
-        self.eps = _check_positive("eps", eps, strict=False)
+        self.B = check_positive_number("B", B)
+        self.c = check_positive_number("c", c)
+        self.eps = check_positive_number("eps", eps, allow_zero=True)
         image_hw(image_size)
         self.image_size = image_size
 
     def loss_array(self, width, depth, mlp_dim, t, patch_size=16):
         """Vectorised loss; examples = t / gflops_array(...)."""
-        xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
-        capacity = 0.0
-        for dim in DIMS:
-            x = np.asarray(xs[dim], dtype=float)
-            capacity = capacity + self.alpha[dim] * x ** (-self.a[dim])
+        capacity = self._capacity(width, depth, mlp_dim)
         patch = np.asarray(patch_size)
         if patch.ndim == 0:
             flops = gflops_array(
@@ -411,7 +393,7 @@ def simulate(
     results = keras_sovit.scaling.simulate(law, plan, noise=0.01, seed=0)
     ```
     """
-    noise = _check_positive("noise", noise, strict=False)
+    noise = check_positive_number("noise", noise, allow_zero=True)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
     plan = list(plan)
@@ -421,7 +403,7 @@ def simulate(
     draws = rng.standard_normal(len(plan))
     results = SweepResults()
     for (shape, t), z in zip(plan, draws):
-        shape = _check_shape(shape)
+        shape = check_shape_spec("shape", shape, allow_dict=True)
         value = law.loss(shape, t) * (1.0 + noise * z)
         if value <= 0:
             raise ValueError(
@@ -474,12 +456,6 @@ def _paper_like_law(weight=0.04, xi=0.03, eps=0.08):
 PAPER_LIKE_LAW = _paper_like_law()
 
 
-PAPER_STAR_GRIDS_LIKE = {
-    "width": (608, 768, 928, 1088, 1328, 1648),
-    "depth": (8, 10, 12, 16, 20, 24),
-    "mlp_dim": (1088, 1360, 1728, 2160, 2592, 3072),
-}
-PAPER_STAR_CENTER_LIKE = ShapeSpec(1968, 40, 6144, 16, 14)
 STAR_BUDGETS = (5e10, 1e11, 2e11)
 
 
@@ -496,7 +472,7 @@ def _eq2_star_truth(scale=0.1, xi=0.3, eps=0.3, a_share=0.5):
     s = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
     t_ref = 1e11
     out = {}
-    for dim, grid in PAPER_STAR_GRIDS_LIKE.items():
+    for dim, grid in PAPER_STAR_GRIDS.items():
         x_ref = float(np.sqrt(grid[0] * grid[-1]))
         a = a_share * c / s[dim]
         b = c / s[dim] - a
@@ -565,9 +541,11 @@ def simulate_star(
     ```
     """
     truth = EQ2_STAR_TRUTH if truth is None else truth
-    center = PAPER_STAR_CENTER_LIKE if center is None else _check_shape(center)
-    grids = PAPER_STAR_GRIDS_LIKE if grids is None else grids
-    noise = _check_positive("noise", noise, strict=False)
+    if center is None:
+        center = PAPER_STAR_CENTER
+    center = check_shape_spec("center", center, allow_dict=True)
+    grids = PAPER_STAR_GRIDS if grids is None else grids
+    noise = check_positive_number("noise", noise, allow_zero=True)
     if not set(grids) <= set(truth):
         raise ValueError(
             "`truth` must hold params for every swept dimension. Received "

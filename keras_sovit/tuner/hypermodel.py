@@ -10,10 +10,10 @@ from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
 from keras_sovit.shapes import check_positive_int
-from keras_sovit.tuner.shape_oracle import COMPUTE_METRIC
-from keras_sovit.tuner.shape_oracle import PHASE_HP
-from keras_sovit.tuner.shape_oracle import PHASES
-from keras_sovit.tuner.shape_oracle import checkpoint_metric_name
+from keras_sovit.tuner._common import COMPUTE_METRIC
+from keras_sovit.tuner._common import PHASE_HP
+from keras_sovit.tuner._common import PHASES
+from keras_sovit.tuner._common import checkpoint_metric_name
 
 
 class SoViTHyperModel(keras_tuner.HyperModel):

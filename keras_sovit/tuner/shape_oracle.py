@@ -1,95 +1,51 @@
-"""`ShapeOracle`: a KerasTuner oracle that follows the SoViT scaling law."""
+"""`ShapeOracle`: a KerasTuner oracle that follows the SoViT scaling law.
+
+The oracle is a phase machine (star -> grid -> proposal -> validation ->
+final -> done); the private modules next to it hold the pieces:
+`_checks` (arguments), `_defaults` (`default_plan`), `_observations`
+(trial metrics -> results), `_proposals` (snapping, neighbours, method
+choice), `_state` (saved configuration) and `_report` (project files).
+"""
 
 import json
 import logging
 import math
-import os
 
 import keras_tuner
-import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
 from keras_sovit.scaling import joint as joint_lib
+from keras_sovit.scaling import law as law_lib
 from keras_sovit.scaling import plan as plan_lib
-from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
 from keras_sovit.shapes import image_hw
+from keras_sovit.tuner import _checks
+from keras_sovit.tuner import _proposals
+from keras_sovit.tuner import _report
+from keras_sovit.tuner import _state
+from keras_sovit.tuner._common import COMPUTE_METRIC
+from keras_sovit.tuner._common import DIMS
+from keras_sovit.tuner._common import FINAL_TRIALS
+from keras_sovit.tuner._common import NEIGHBOUR_FACTOR
+from keras_sovit.tuner._common import PHASE_HP
+from keras_sovit.tuner._common import PHASES
+from keras_sovit.tuner._common import PROPOSAL_METHODS
+from keras_sovit.tuner._common import TRIAL_HP_NAMES
+from keras_sovit.tuner._common import checkpoint_metric_name  # noqa: F401
+from keras_sovit.tuner._common import plain
+from keras_sovit.tuner._common import snap
+from keras_sovit.tuner._common import trial_values_key
+from keras_sovit.tuner._defaults import default_plan
+from keras_sovit.tuner._observations import collect_results
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("star", "grid", "validation", "final")
-COMPUTE_METRIC = "compute_gflops"
-PHASE_HP = "phase"
-CHECKPOINT_SEPARATOR = "@"
-DIMS = ("width", "depth", "mlp_dim")
-FINAL_TRIALS = ("proposal", "control")
-PROPOSAL_METHODS = ("paper", "joint", "auto")
-# Paper reference points (SPEC §2, §3.1): the star centre, its grids as
-# fractions of the centre, the grid sweep around x0 = (608, 10, 928), and
-# SoViT-400m/14 trained for 9T GFLOPs on 256-token images.
-_PAPER_TARGET_GFLOPS = 9e12
-_PAPER_TOKENS = 256
-_PAPER_CENTER = {"width": 1968, "depth": 40, "mlp_dim": 6144}
-_PAPER_STAR = {
-    "width": (608, 768, 928, 1088, 1328, 1648),
-    "depth": (8, 10, 12, 16, 20, 24),
-    "mlp_dim": (1088, 1360, 1728, 2160, 2592, 3072),
-}
-_PAPER_GRID = {
-    "width": (416, 512, 608, 768),
-    "depth": (6, 8, 10, 12),
-    "mlp_dim": (768, 928, 1088, 1360),
-}
-_STAR_BUDGET_FRACTIONS = (1 / 256, 1 / 128, 1 / 64)
-_GRID_BUDGET_FRACTION = 1 / 1000
-_NEIGHBOUR_FACTOR = 1.2
+# Fewest successful star runs per dimension that the Eq. (2) fit accepts.
 _MIN_POINTS_PER_DIM = 7
-# "auto" keeps the joint law unless its held-out error exceeds the
-# per-dimension laws' by more than this ratio plus this slack: on-axis star
-# runs cannot show how dimensions interact, which only the joint law models.
-_AUTO_RATIO = 1.5
-_AUTO_SLACK = 0.005
-# Constructor arguments that define the plan: on resume they must match the
-# saved project (see the class docstring).
-_PLAN_KEYS = (
-    "objective",
-    "target_compute",
-    "image_size",
-    "star_center",
-    "star_grids",
-    "star_budgets",
-    "grid",
-    "grid_budget",
-    "exponents",
-    "base_shape",
-    "base_compute",
-    "rounding",
-    "final_trials",
-    "proposal_method",
-    "validation_trials",
-    "validation_compute",
-    "n_bootstrap",
-    "max_grid_extensions",
-)
-
-
-def _law():
-    from keras_sovit.scaling import law
-
-    return law
-
-
-def checkpoint_metric_name(name, index):
-    """Name under which a hypermodel reports `name` at checkpoint `index`.
-
-    A `keras_tuner.Tuner` passes only the dictionary returned by
-    `HyperModel.fit` to the oracle, so the values at earlier compute
-    checkpoints travel as extra metrics `"<name>@<index>"`; the oracle pairs
-    `"<objective>@<i>"` with `"compute_gflops@<i>"`.
-    """
-    return f"{name}{CHECKPOINT_SEPARATOR}{int(index)}"
+# Upper ends of the declared Int grids of the shape dimensions.
+_DIM_LIMITS = {"width": 1 << 16, "depth": 1 << 12, "mlp_dim": 1 << 18}
 
 
 class ShapeOracle(keras_tuner.Oracle):
@@ -229,8 +185,8 @@ class ShapeOracle(keras_tuner.Oracle):
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
     ):
-        objective = _check_objective(objective)
-        target_compute = _check_positive_float(
+        objective = _checks.check_objective(objective)
+        self.target_compute = _checks.check_positive_float(
             "target_compute", target_compute
         )
         self.image_size = image_hw(image_size)
@@ -238,61 +194,25 @@ class ShapeOracle(keras_tuner.Oracle):
         self.proposal_method = check_choice(
             "proposal_method", proposal_method, PROPOSAL_METHODS
         )
-        final_trials = tuple(final_trials)
-        for name in final_trials:
+        self.final_trials = tuple(final_trials)
+        for name in self.final_trials:
             check_choice("final_trials", name, FINAL_TRIALS)
-        self.final_trials = final_trials
-        self.target_compute = target_compute
         self.n_bootstrap = int(n_bootstrap)
         self.max_grid_extensions = int(max_grid_extensions)
         self.validation_trials = bool(validation_trials)
-
-        defaults = default_plan(
-            target_compute, self.image_size, self.rounding,
-            _as_shape("star_center", star_center),
-        )
-        self.run_star = exponents is None
-        self.run_grid = base_shape is None
-        if base_shape is not None and base_compute is None:
-            raise ValueError(
-                "`base_compute` must be given with `base_shape`. Received: "
-                "base_compute=None"
-            )
-        self.star_center = _as_shape("star_center", star_center) or (
-            defaults["star_center"]
-        )
-        self.base_shape = _as_shape("base_shape", base_shape)
-        self.base_compute = (
-            None
-            if base_compute is None
-            else _check_positive_float("base_compute", base_compute)
-        )
-        self.exponents = None
-        if exponents is not None:
-            self.exponents = _check_exponents(exponents)
-        self.star_grids = _check_grids(
-            "star_grids", star_grids or defaults["star_grids"]
-        )
-        self.dims = tuple(d for d in DIMS if d in self.star_grids)
-        if self.exponents is not None:
-            self.dims = tuple(d for d in DIMS if d in self.exponents)
-        self.star_budgets = sorted(
-            _check_positive_float("star_budgets", b)
-            for b in (star_budgets or defaults["star_budgets"])
-        )
-        self.grid = _check_grids("grid", grid or defaults["grid"])
-        self.grid_budget = _check_positive_float(
-            "grid_budget", grid_budget or defaults["grid_budget"]
+        self._set_sweeps(
+            star_center, star_grids, star_budgets, grid, grid_budget,
+            exponents, base_shape, base_compute,
         )
         self.validation_compute = None
         if self.validation_trials:
-            self.validation_compute = _check_positive_float(
+            self.validation_compute = _checks.check_positive_float(
                 "validation_compute",
                 validation_compute or self._default_validation_compute(),
             )
         self._check_configuration()
-        self._config = self._make_config(objective)
-
+        self._config = _state.search_config(self, objective)
+        self._steps = self._grid_steps()
         super().__init__(
             objective=objective,
             max_trials=None,
@@ -306,17 +226,54 @@ class ShapeOracle(keras_tuner.Oracle):
         if self.run_star:
             self._plans["star"] = self._star_plan()
         if self.run_grid:
-            self._plans["grid"] = self._grid_plan(self.grid)
+            self._plans["grid"] = self._grid_plan()
         self._grid_extensions = 0
         self._fit_state = None
         self.fit_result = None
         self._method = None
         self._holdout_errors = {}
         self._joint_form = None
+        self._joint_cache = None
         self._proposals = {}
         self.validation = None
         self.excluded_trials = {}
         self._space_checked = False
+
+    def _set_sweeps(self, star_center, star_grids, star_budgets, grid,
+                    grid_budget, exponents, base_shape, base_compute):
+        """Sets the sweep settings: the arguments, else `default_plan`'s."""
+        star_center = _checks.as_shape("star_center", star_center)
+        defaults = default_plan(
+            self.target_compute, self.image_size, self.rounding, star_center
+        )
+        self.run_star = exponents is None
+        self.run_grid = base_shape is None
+        if base_shape is not None and base_compute is None:
+            raise ValueError(
+                "`base_compute` must be given with `base_shape`. Received: "
+                "base_compute=None"
+            )
+        self.star_center = star_center or defaults["star_center"]
+        self.base_shape = _checks.as_shape("base_shape", base_shape)
+        self.base_compute = _checks.optional_positive_float(
+            "base_compute", base_compute
+        )
+        self.exponents = None
+        if exponents is not None:
+            self.exponents = _checks.check_exponents(exponents)
+        self.star_grids = _checks.check_grids(
+            "star_grids", star_grids or defaults["star_grids"]
+        )
+        dims_given = self.star_grids if exponents is None else self.exponents
+        self.dims = tuple(d for d in DIMS if d in dims_given)
+        self.star_budgets = sorted(
+            _checks.check_positive_float("star_budgets", b)
+            for b in (star_budgets or defaults["star_budgets"])
+        )
+        self.grid = _checks.check_grids("grid", grid or defaults["grid"])
+        self.grid_budget = _checks.check_positive_float(
+            "grid_budget", grid_budget or defaults["grid_budget"]
+        )
 
     # ------------------------------------------------------------------
     # Public results.
@@ -329,14 +286,12 @@ class ShapeOracle(keras_tuner.Oracle):
     @property
     def proposal(self):
         """The proposed `ShapeSpec` for `target_compute`, or `None`."""
-        values = self._proposals.get("target")
-        return None if values is None else ShapeSpec.from_dict(values)
+        return self._proposed_shape("target")
 
     @property
     def control(self):
         """The standard-shaped ViT of equal compute, or `None`."""
-        values = self._proposals.get("control")
-        return None if values is None else ShapeSpec.from_dict(values)
+        return self._proposed_shape("control")
 
     @property
     def compute_spent(self):
@@ -358,8 +313,36 @@ class ShapeOracle(keras_tuner.Oracle):
         Args:
             phase: str or `None`. Only rows of trials of this phase.
         """
-        return self._collect_results(phases=None if phase is None else
-                                     (phase,))
+        return self._collect_results(
+            None if phase is None else (phase,)
+        )
+
+    def report(self):
+        """A JSON-safe summary: fit, base shape, proposals, validation."""
+        intervals = None
+        if self.fit_result is not None:
+            intervals = {
+                d: list(v) for d, v in self.fit_result.intervals.items()
+            }
+        return plain({
+            "phase": self._phase,
+            "config": self._config,
+            "exponents": self.exponents,
+            "intervals": intervals,
+            "base_shape": _state.shape_dict(self.base_shape),
+            "base_compute": self.base_compute,
+            "method": self._method,
+            "holdout_errors": self._holdout_errors,
+            "proposal": self._proposals.get("target"),
+            "control": self._proposals.get("control"),
+            "validation": self.validation,
+            "final_results": _report.final_scores(self.trials),
+            "excluded_trials": self.excluded_trials,
+        })
+
+    def _proposed_shape(self, key):
+        values = self._proposals.get(key)
+        return None if values is None else ShapeSpec.from_dict(values)
 
     # ------------------------------------------------------------------
     # The KerasTuner Oracle contract.
@@ -369,7 +352,7 @@ class ShapeOracle(keras_tuner.Oracle):
             if self._phase == "done":
                 return {"status": TrialStatus.STOPPED, "values": None}
             if self._phase not in self._plans:
-                self._plans[self._phase] = self._make_plan(self._phase)
+                self._plans[self._phase] = self._late_plan(self._phase)
             values = self._next_values(self._phase)
             if values is not None:
                 return {"status": TrialStatus.RUNNING, "values": values}
@@ -379,16 +362,14 @@ class ShapeOracle(keras_tuner.Oracle):
 
     def score_trial(self, trial):
         """Scores a trial by its objective at the full budget (last step)."""
-        name = self.objective.name
-        history = trial.metrics.get_history(name)
-        last = history[-1]
+        last = trial.metrics.get_history(self.objective.name)[-1]
         trial.score = float(last.mean())
         trial.best_step = last.step
 
     def update_space(self, hyperparameters):
         names = {hp.name for hp in hyperparameters.space}
         if names and not self._space_checked:
-            missing = [n for n in self._required_names() if n not in names]
+            missing = [n for n in TRIAL_HP_NAMES if n not in names]
             if missing:
                 raise ValueError(
                     "The hypermodel must declare every hyperparameter the "
@@ -408,9 +389,8 @@ class ShapeOracle(keras_tuner.Oracle):
         space = super().get_space()
         if self._space_checked:
             return space
-        hidden = set(self._required_names())
         hps = keras_tuner.HyperParameters()
-        hps.merge([hp for hp in space.space if hp.name not in hidden])
+        hps.merge([hp for hp in space.space if hp.name not in TRIAL_HP_NAMES])
         return hps
 
     def get_state(self):
@@ -423,9 +403,7 @@ class ShapeOracle(keras_tuner.Oracle):
             "grid_extensions": self._grid_extensions,
             "fit": self._fit_state,
             "exponents": self.exponents,
-            "base_shape": (
-                None if self.base_shape is None else self.base_shape.to_dict()
-            ),
+            "base_shape": _state.shape_dict(self.base_shape),
             "base_compute": self.base_compute,
             "method": self._method,
             "holdout_errors": self._holdout_errors,
@@ -440,7 +418,7 @@ class ShapeOracle(keras_tuner.Oracle):
     def set_state(self, state):
         super().set_state(state)
         saved = state["shape_oracle"]
-        self._check_resume_config(saved["config"])
+        _state.check_resume(saved["config"], self._config)
         self._phase = saved["phase"]
         self._plans = saved["plans"]
         self.grid = {k: list(v) for k, v in saved["grid"].items()}
@@ -448,7 +426,7 @@ class ShapeOracle(keras_tuner.Oracle):
         self._fit_state = saved["fit"]
         self.fit_result = None
         if self._fit_state is not None:
-            self.fit_result = _law().StarSweepFit.from_dict(self._fit_state)
+            self.fit_result = law_lib.StarSweepFit.from_dict(self._fit_state)
         self.exponents = saved["exponents"]
         base = saved["base_shape"]
         self.base_shape = None if base is None else ShapeSpec.from_dict(base)
@@ -462,11 +440,118 @@ class ShapeOracle(keras_tuner.Oracle):
         self._space_checked = saved["space_checked"]
 
     # ------------------------------------------------------------------
+    # The phase machine.
+
+    def _first_phase(self):
+        if self.run_star:
+            return "star"
+        if self.run_grid:
+            return "grid"
+        return self._after_sweeps()
+
+    def _after_sweeps(self):
+        if self.validation_trials:
+            return "validation"
+        if self.final_trials:
+            return "final"
+        return "done"
+
+    def _finish_phase(self, phase):
+        if phase == "star":
+            self._fit_star()
+            self._phase = "grid" if self.run_grid else "proposal"
+        elif phase == "grid":
+            if not self._finish_grid():
+                return
+            self._phase = "proposal"
+        elif phase == "validation":
+            self._report_validation()
+            self._phase = "final" if self.final_trials else "done"
+        elif phase == "final":
+            self._phase = "done"
+            self._write_report()
+        if self._phase == "proposal":
+            self._propose()
+            self._phase = self._after_sweeps()
+            self._write_report()
+
+    def _next_values(self, phase):
+        """The first planned trial of `phase` that was not started yet."""
+        started = {trial_values_key(t.hyperparameters.values)
+                   for t in self.trials.values()}
+        for values in self._plans[phase]:
+            if trial_values_key(values) not in started:
+                return dict(values)
+        return None
+
+    def _pending(self, phase):
+        """Whether a trial of `phase` is still running."""
+        return any(
+            trial.hyperparameters.values.get(PHASE_HP) == phase
+            and trial.status not in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+            for trial in self.trials.values()
+        )
+
+    # ------------------------------------------------------------------
+    # Plans.
+
+    def _star_plan(self):
+        return [self._entry("star", s, c) for s, c in self._star_sweep()]
+
+    def _grid_plan(self):
+        return [self._entry("grid", s, c) for s, c in self._grid_sweep()]
+
+    def _star_sweep(self):
+        return plan_lib.star_sweep_plan(
+            self.star_center, self.star_grids, self.star_budgets
+        )
+
+    def _grid_sweep(self):
+        return plan_lib.grid_sweep_plan(
+            self.grid, self.grid_budget, self._template()
+        )
+
+    def _late_plan(self, phase):
+        """Plans of the phases after the proposal: validation and final."""
+        if "target" not in self._proposals:
+            self._propose()
+        if phase == "validation":
+            return self._validation_plan()
+        if phase == "final":
+            return self._final_plan()
+        raise RuntimeError(f"No plan for phase {phase!r}.")
+
+    def _validation_plan(self):
+        center = ShapeSpec.from_dict(self._proposals["validation"])
+        shapes = [center] + self._shape_grid().neighbours(center, self.dims)
+        return self._unique_entries("validation", shapes,
+                                    self.validation_compute)
+
+    def _final_plan(self):
+        keys = {"proposal": "target", "control": "control"}
+        shapes = [ShapeSpec.from_dict(self._proposals[keys[name]])
+                  for name in self.final_trials]
+        return self._unique_entries("final", shapes, self.target_compute)
+
+    def _unique_entries(self, phase, shapes, compute):
+        plan = []
+        for shape in shapes:
+            entry = self._entry(phase, shape, compute)
+            if entry not in plan:
+                plan.append(entry)
+        return plan
+
+    def _entry(self, phase, shape, compute):
+        values = {f: int(getattr(shape, f)) for f in SHAPE_FIELDS}
+        values[COMPUTE_METRIC] = float(compute)
+        values[PHASE_HP] = str(phase)
+        return values
+
+    # ------------------------------------------------------------------
     # Configuration.
 
-    def _default_validation_compute(self):
-        largest = max(self._sweep_budgets() or [self.target_compute / 10])
-        return math.sqrt(largest * self.target_compute)
+    def _template(self):
+        return self.base_shape or self.star_center
 
     def _sweep_budgets(self):
         budgets = []
@@ -476,30 +561,15 @@ class ShapeOracle(keras_tuner.Oracle):
             budgets.append(self.grid_budget)
         return budgets
 
+    def _default_validation_compute(self):
+        largest = max(self._sweep_budgets() or [self.target_compute / 10])
+        return math.sqrt(largest * self.target_compute)
+
     def _check_configuration(self):
-        center = self.star_center
         if self.run_star:
-            for dim, values in self.star_grids.items():
-                check_choice("star_grids", dim, DIMS)
-                limit = getattr(center, dim)
-                above = [v for v in values if v >= limit]
-                if above:
-                    raise ValueError(
-                        f"`star_grids['{dim}']` must lie below the star "
-                        f"centre's {dim}={limit}. Received: "
-                        f"star_grids['{dim}']={list(values)}"
-                    )
-                if len(set(values)) < 3:
-                    raise ValueError(
-                        f"`star_grids['{dim}']` needs at least 3 distinct "
-                        f"values. Received: star_grids['{dim}']="
-                        f"{list(values)}"
-                    )
-            if len(set(self.star_budgets)) < 2:
-                raise ValueError(
-                    "`star_budgets` needs at least 2 distinct budgets. "
-                    f"Received: star_budgets={self.star_budgets}"
-                )
+            _checks.check_star_sweep(
+                self.star_center, self.star_grids, self.star_budgets
+            )
         if self.run_grid:
             for dim in self.grid:
                 check_choice("grid", dim, DIMS)
@@ -526,69 +596,20 @@ class ShapeOracle(keras_tuner.Oracle):
     def _all_sweep_shapes(self):
         shapes = [self.star_center]
         if self.run_star:
-            shapes += [s for s, _ in plan_lib.star_sweep_plan(
-                self.star_center, self.star_grids, self.star_budgets
-            )]
+            shapes += [s for s, _ in self._star_sweep()]
         if self.run_grid:
-            shapes += [s for s, _ in plan_lib.grid_sweep_plan(
-                self.grid, self.grid_budget, self._template()
-            )]
+            shapes += [s for s, _ in self._grid_sweep()]
         if self.base_shape is not None:
             shapes.append(self.base_shape)
         return shapes
 
-    def _template(self):
-        return self.base_shape or self.star_center
-
-    def _make_config(self, objective):
-        def shape(s):
-            return None if s is None else s.to_dict()
-
-        return _plain({
-            "objective": [objective.name, objective.direction],
-            "target_compute": self.target_compute,
-            "image_size": list(self.image_size),
-            "star_center": shape(self.star_center) if self.run_star else None,
-            "star_grids": self.star_grids if self.run_star else None,
-            "star_budgets": self.star_budgets if self.run_star else None,
-            "grid": self.grid if self.run_grid else None,
-            "grid_budget": self.grid_budget if self.run_grid else None,
-            "exponents": self.exponents,
-            "base_shape": shape(self.base_shape),
-            "base_compute": self.base_compute,
-            "rounding": _rounding_config(self.rounding),
-            "final_trials": list(self.final_trials),
-            "proposal_method": self.proposal_method,
-            "validation_trials": self.validation_trials,
-            "validation_compute": self.validation_compute,
-            "n_bootstrap": self.n_bootstrap,
-            "max_grid_extensions": self.max_grid_extensions,
-        })
-
-    def _check_resume_config(self, saved):
-        current = self._config
-        changed = [k for k in _PLAN_KEYS if saved.get(k) != current.get(k)]
-        if changed:
-            details = ", ".join(
-                f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}"
-                for k in changed
-            )
-            raise ValueError(
-                "The ShapeOracle arguments that define the search differ "
-                f"from the saved project ({details}). Pass overwrite=True "
-                "or use a new project_name to start a new search. "
-                f"Received: changed={changed}"
-            )
-
     def _declare_hyperparameters(self):
         hp = keras_tuner.HyperParameters()
         default = self._smallest_shape()
-        self._steps = self._grid_steps()
-        limits = {"width": 1 << 16, "depth": 1 << 12, "mlp_dim": 1 << 18}
         for dim in DIMS:
             step = self._steps[dim]
             hp.Int(
-                dim, step, _snap(limits[dim], step), step=step,
+                dim, step, snap(_DIM_LIMITS[dim], step), step=step,
                 default=int(getattr(default, dim)),
             )
         hp.Int("num_heads", 1, 1024, default=default.num_heads)
@@ -619,132 +640,31 @@ class ShapeOracle(keras_tuner.Oracle):
                 steps[dim] = math.gcd(steps[dim], getattr(shape, dim))
         return steps
 
-    def _required_names(self):
-        return (*SHAPE_FIELDS, COMPUTE_METRIC, PHASE_HP)
-
     def _smallest_shape(self):
         shapes = []
         if self.run_grid:
-            shapes = [s for s, _ in plan_lib.grid_sweep_plan(
-                self.grid, self.grid_budget, self._template()
-            )]
+            shapes = [s for s, _ in self._grid_sweep()]
         elif self.run_star:
-            shapes = [s for s, _ in plan_lib.star_sweep_plan(
-                self.star_center, self.star_grids, self.star_budgets
-            )]
+            shapes = [s for s, _ in self._star_sweep()]
         shapes = shapes or [self._template()]
         return min(shapes, key=lambda s: s.gflops(self.image_size))
 
-    def _first_phase(self):
-        if self.run_star:
-            return "star"
-        if self.run_grid:
-            return "grid"
-        return self._after_sweeps()
+    def _shape_grid(self):
+        return _proposals.ShapeGrid(
+            self.rounding, self._steps, self._template(), self.image_size
+        )
 
-    def _after_sweeps(self):
-        if self.validation_trials:
-            return "validation"
-        if self.final_trials:
-            return "final"
-        return "done"
+    def _fit_seed(self):
+        return int(self.seed) % (2**31)
 
     # ------------------------------------------------------------------
-    # Plans.
-
-    def _star_plan(self):
-        plan = plan_lib.star_sweep_plan(
-            self.star_center, self.star_grids, self.star_budgets
-        )
-        return [self._entry("star", s, c) for s, c in plan]
-
-    def _grid_plan(self, grid):
-        plan = plan_lib.grid_sweep_plan(
-            grid, self.grid_budget, self._template()
-        )
-        return [self._entry("grid", s, c) for s, c in plan]
-
-    def _make_plan(self, phase):
-        if "target" not in self._proposals:
-            self._propose()
-        if phase == "validation":
-            return self._validation_plan()
-        if phase == "final":
-            return self._final_plan()
-        raise RuntimeError(f"No plan for phase {phase!r}.")
-
-    def _entry(self, phase, shape, compute):
-        values = {f: int(getattr(shape, f)) for f in SHAPE_FIELDS}
-        values[COMPUTE_METRIC] = float(compute)
-        values[PHASE_HP] = str(phase)
-        return values
-
-    def _next_values(self, phase):
-        started = {_values_key(t.hyperparameters.values)
-                   for t in self.trials.values()}
-        for values in self._plans[phase]:
-            if _values_key(values) not in started:
-                return dict(values)
-        return None
-
-    def _pending(self, phase):
-        for trial in self.trials.values():
-            if trial.hyperparameters.values.get(PHASE_HP) != phase:
-                continue
-            if trial.status not in (
-                TrialStatus.COMPLETED, TrialStatus.FAILED
-            ):
-                return True
-        return False
-
-    # ------------------------------------------------------------------
-    # Phase transitions.
-
-    def _finish_phase(self, phase):
-        if phase == "star":
-            self._fit_star()
-            self._phase = "grid" if self.run_grid else "proposal"
-        elif phase == "grid":
-            if not self._finish_grid():
-                return
-            self._phase = "proposal"
-        elif phase == "validation":
-            self._report_validation()
-            self._phase = "final" if self.final_trials else "done"
-        elif phase == "final":
-            self._phase = "done"
-            self._write_report()
-        if self._phase == "proposal":
-            self._propose()
-            self._phase = self._after_sweeps()
-            self._write_report()
+    # Observations and fits.
 
     def _collect_results(self, phases=None):
-        results = SweepResults()
-        name = self.objective.name
-        for trial_id in sorted(self.trials, key=_trial_order):
-            trial = self.trials[trial_id]
-            values = trial.hyperparameters.values
-            phase = values.get(PHASE_HP)
-            if phases is not None and phase not in phases:
-                continue
-            if trial.status != TrialStatus.COMPLETED:
-                if trial.status == TrialStatus.FAILED:
-                    self._exclude(trial_id, "trial failed")
-                continue
-            shape = ShapeSpec.from_dict(values)
-            rows = _trial_observations(trial, name)
-            if not rows:
-                self._exclude(trial_id, "no finite objective value")
-            for compute, value in rows:
-                results.append(
-                    shape, compute, value, metric_name=name,
-                    examples_seen=int(round(
-                        compute / shape.gflops(self.image_size)
-                    )),
-                    phase=str(phase), trial_id=str(trial_id),
-                )
-        return results
+        return collect_results(
+            self.trials, self.objective.name, self.image_size, phases,
+            self._exclude,
+        )
 
     def _exclude(self, trial_id, reason):
         if trial_id not in self.excluded_trials:
@@ -757,7 +677,7 @@ class ShapeOracle(keras_tuner.Oracle):
     def _fit_star(self):
         results = self._collect_results(("star",))
         self._check_enough_star_points(results)
-        fit = _law().fit_star_sweep(
+        fit = law_lib.fit_star_sweep(
             results,
             self.star_center,
             dims=self.dims,
@@ -766,7 +686,7 @@ class ShapeOracle(keras_tuner.Oracle):
             metric_name=self.objective.name,
         )
         self.fit_result = fit
-        self._fit_state = _plain(fit.to_dict())
+        self._fit_state = plain(fit.to_dict())
         self.exponents = {d: float(s) for d, s in fit.exponents.items()}
 
     def _check_enough_star_points(self, results):
@@ -784,9 +704,6 @@ class ShapeOracle(keras_tuner.Oracle):
                     f"{_MIN_POINTS_PER_DIM} points, 3 values, 2 budgets). "
                     f"Excluded trials: {self.excluded_trials}"
                 )
-
-    def _fit_seed(self):
-        return int(self.seed) % (2**31)
 
     def _finish_grid(self):
         """Selects x0 and t0, or extends the grid if x0 is on its edge."""
@@ -814,20 +731,7 @@ class ShapeOracle(keras_tuner.Oracle):
 
     def _extend_grid(self, dim, direction):
         """Adds two values (×1.2 apart) beyond the edge the optimum is on."""
-        values = sorted(self.grid[dim])
-        step = self._steps[dim]
-        for _ in range(2):
-            if direction == "upward":
-                values.append(max(
-                    values[-1] + step,
-                    _snap(values[-1] * _NEIGHBOUR_FACTOR, step),
-                ))
-            else:
-                new = min(values[0] - step,
-                          _snap(values[0] / _NEIGHBOUR_FACTOR, step))
-                if new < step:
-                    break
-                values.insert(0, new)
+        values = _extended_values(self.grid[dim], self._steps[dim], direction)
         if len(values) == len(self.grid[dim]):
             raise RuntimeError(
                 f"ShapeOracle: the grid optimum wants {dim} below "
@@ -835,9 +739,9 @@ class ShapeOracle(keras_tuner.Oracle):
             )
         self.grid = dict(self.grid, **{dim: values})
         self._grid_extensions += 1
-        known = {_values_key(v) for v in self._plans["grid"]}
-        for values in self._grid_plan(self.grid):
-            if _values_key(values) not in known:
+        known = {trial_values_key(v) for v in self._plans["grid"]}
+        for values in self._grid_plan():
+            if trial_values_key(values) not in known:
                 self._plans["grid"].append(values)
         logger.info("ShapeOracle: grid extended to %s.", self.grid)
 
@@ -852,9 +756,8 @@ class ShapeOracle(keras_tuner.Oracle):
         target = self._shape_for(self.target_compute)
         self._proposals["target"] = target.to_dict()
         if "control" in self.final_trials:
-            self._proposals["control"] = self._control_shape(
-                target
-            ).to_dict()
+            control = self._shape_grid().control(target)
+            self._proposals["control"] = control.to_dict()
         if self.validation_compute is not None:
             self._proposals["validation"] = self._shape_for(
                 self.validation_compute
@@ -863,58 +766,24 @@ class ShapeOracle(keras_tuner.Oracle):
     def _choose_method(self):
         if not self.run_star:
             return "paper"
-        errors = self._holdout_comparison()
-        self._holdout_errors = errors
-        self._joint_form = min(joint_lib.FORMS, key=errors.get)
-        tolerance = _AUTO_RATIO * errors["paper"] + _AUTO_SLACK
-        if errors[self._joint_form] <= tolerance:
+        self._compare_on_holdout()
+        if _proposals.prefers_joint(self._holdout_errors):
             return "joint"
         return "paper"
 
-    def _holdout_comparison(self):
-        """Mean |relative error| on each star shape's largest-budget run.
-
-        "paper": the per-dimension laws of Eq. (2) fitted without those
-        runs; "joint": the joint law fitted on every other run.
-        """
+    def _compare_on_holdout(self):
         star = self._collect_results(("star",))
-        fit = _law().fit_star_sweep(
-            star, self.star_center, dims=self.dims, n_bootstrap=0,
-            holdout="largest", random_state=self._fit_seed(),
-            metric_name=self.objective.name,
+        sweeps = self._collect_results(("star", "grid"))
+        self._holdout_errors = _proposals.holdout_errors(
+            star, sweeps, self.star_center, self.dims, self.image_size,
+            self._fit_seed(), self.objective.name,
         )
-        paper = [abs(e) for errs in fit.holdout_errors.values()
-                 for e in errs]
-        largest = {}
-        for row in star:
-            key = _shape_key(row)
-            largest[key] = max(largest.get(key, 0.0),
-                               float(row["compute_gflops"]))
-        held, train = [], []
-        for row in self._collect_results(("star", "grid")):
-            is_held = row.get("phase") == "star" and math.isclose(
-                float(row["compute_gflops"]), largest[_shape_key(row)],
-                rel_tol=1e-9,
-            )
-            (held if is_held else train).append(row)
-        errors = {"paper": float(np.mean(paper))}
-        for form in joint_lib.FORMS:
-            law = joint_lib.JointLaw(
-                form=form, image_size=self.image_size,
-                random_state=self._fit_seed(),
-            ).fit(train)
-            errors[form] = float(np.mean([
-                abs(law.predict(ShapeSpec.from_dict(r), r["compute_gflops"])
-                    / r["metric_value"] - 1.0)
-                for r in held
-            ]))
-        return errors
+        self._joint_form = _proposals.best_joint_form(self._holdout_errors)
 
     def _shape_for(self, compute):
         if self._method == "joint":
-            law = self._joint_law()
             shape = joint_lib.optimal_shape(
-                law, compute, image_size=self.image_size,
+                self._joint_law(), compute, image_size=self.image_size,
                 rounding=self.rounding, template=self._template(),
             )
         else:
@@ -923,99 +792,33 @@ class ShapeOracle(keras_tuner.Oracle):
                 {d: self.exponents[d] for d in self.dims},
                 rounding=self.rounding,
             )
-        return self._snap_shape(shape)
+        return self._shape_grid().snap_shape(shape)
 
     def _joint_law(self):
         """The joint law fitted on every star and grid run (cached)."""
-        if getattr(self, "_joint_cache", None) is None:
+        if self._joint_cache is None:
             if self._joint_form is None:
-                self._holdout_errors = self._holdout_comparison()
-                self._joint_form = min(
-                    joint_lib.FORMS, key=self._holdout_errors.get
-                )
-            self._joint_cache = joint_lib.JointLaw(
-                form=self._joint_form, image_size=self.image_size,
-                random_state=self._fit_seed(),
-            ).fit(self._collect_results(("star", "grid")))
+                self._compare_on_holdout()
+            self._joint_cache = _proposals.fit_joint_law(
+                self._joint_form, self._collect_results(("star", "grid")),
+                self.image_size, self._fit_seed(),
+            )
         return self._joint_cache
 
-    def _control_shape(self, shape):
-        """A standard ViT (MLP = 4 × width) of equal per-example GFLOPs."""
-        target = shape.gflops(self.image_size)
-        best = None
-        step = self._steps["width"]
-        for width in range(step, 4 * shape.width + 1, step):
-            candidate = self._snap_shape(_Raw(width, shape.depth, 4 * width))
-            if candidate.mlp_dim != 4 * candidate.width:
-                continue
-            gap = abs(math.log(candidate.gflops(self.image_size) / target))
-            if best is None or gap < best[0]:
-                best = (gap, candidate)
-        return best[1]
-
-    def _snap_shape(self, shape):
-        """Rounds a shape (or raw sizes) onto the declared grids."""
-        template = self._template()
-        snapped = self.rounding.snap(
-            float(shape.width), float(shape.depth), float(shape.mlp_dim),
-            patch_size=template.patch_size,
-            default_heads=template.num_heads,
-        )
-        values = {d: max(self._steps[d], _snap(getattr(snapped, d),
-                                               self._steps[d]))
-                  for d in DIMS}
-        return snapped.replace(**values)
-
     # ------------------------------------------------------------------
-    # Validation and final trials.
-
-    def _validation_plan(self):
-        center = ShapeSpec.from_dict(self._proposals["validation"])
-        compute = self.validation_compute
-        plan = [self._entry("validation", center, compute)]
-        for shape in self._neighbours(center):
-            entry = self._entry("validation", shape, compute)
-            if entry not in plan:
-                plan.append(entry)
-        return plan
-
-    def _neighbours(self, shape):
-        neighbours = []
-        for dim in self.dims:
-            value = getattr(shape, dim)
-            for factor in (_NEIGHBOUR_FACTOR, 1 / _NEIGHBOUR_FACTOR):
-                sizes = {d: getattr(shape, d) for d in DIMS}
-                sizes[dim] = value * factor
-                new = self._snap_shape(_Raw(**sizes))
-                if getattr(new, dim) == value:
-                    step = self._steps[dim]
-                    if dim == "width":
-                        step = self.rounding.width_step(
-                            value, shape.num_heads
-                        )
-                    sizes[dim] = value + step if factor > 1 else value - step
-                    if sizes[dim] <= 0:
-                        continue
-                    new = self._snap_shape(_Raw(**sizes))
-                if new != shape and new not in neighbours:
-                    neighbours.append(new)
-        return neighbours
+    # Validation and reports.
 
     def _report_validation(self):
-        results = self._collect_results(("validation",))
         compute = self.validation_compute
-        rows = [r for r in results
-                if math.isclose(float(r["compute_gflops"]), compute,
-                                rel_tol=1e-6)]
-        proposal = self._proposals["validation"]
         scores = {}
-        for row in rows:
-            key = json.dumps({f: row[f] for f in SHAPE_FIELDS},
-                             sort_keys=True)
-            scores[key] = float(row["metric_value"])
-        own = scores.get(json.dumps(proposal, sort_keys=True))
-        others = [v for k, v in scores.items()
-                  if k != json.dumps(proposal, sort_keys=True)]
+        for row in self._collect_results(("validation",)):
+            if math.isclose(float(row["compute_gflops"]), compute,
+                            rel_tol=1e-6):
+                key = _shape_json({f: row[f] for f in SHAPE_FIELDS})
+                scores[key] = float(row["metric_value"])
+        proposal = self._proposals["validation"]
+        own = scores.get(_shape_json(proposal))
+        others = [v for k, v in scores.items() if k != _shape_json(proposal)]
         locally_optimal = None
         if own is not None and others:
             locally_optimal = bool(own <= min(others))
@@ -1032,355 +835,39 @@ class ShapeOracle(keras_tuner.Oracle):
                 "GFLOPs: %s", compute, self.validation,
             )
 
-    def _final_plan(self):
-        plan = []
-        for name in self.final_trials:
-            key = "target" if name == "proposal" else "control"
-            shape = ShapeSpec.from_dict(self._proposals[key])
-            entry = self._entry("final", shape, self.target_compute)
-            if entry not in plan:
-                plan.append(entry)
-        return plan
-
-    # ------------------------------------------------------------------
-    # Reports.
-
-    def report(self):
-        """A JSON-safe summary: fit, base shape, proposals, validation."""
-        return _plain({
-            "phase": self._phase,
-            "config": self._config,
-            "exponents": self.exponents,
-            "intervals": (
-                None if self.fit_result is None
-                else {d: list(v) for d, v in self.fit_result.intervals.items()}
-            ),
-            "base_shape": (
-                None if self.base_shape is None else self.base_shape.to_dict()
-            ),
-            "base_compute": self.base_compute,
-            "method": self._method,
-            "holdout_errors": self._holdout_errors,
-            "proposal": self._proposals.get("target"),
-            "control": self._proposals.get("control"),
-            "validation": self.validation,
-            "final_results": self._final_scores(),
-            "excluded_trials": self.excluded_trials,
-        })
-
-    def _final_scores(self):
-        scores = {}
-        for trial_id, trial in self.trials.items():
-            values = trial.hyperparameters.values
-            if values.get(PHASE_HP) != "final":
-                continue
-            if trial.status == TrialStatus.COMPLETED:
-                scores[str(trial_id)] = {
-                    "shape": {f: values[f] for f in SHAPE_FIELDS},
-                    "score": float(trial.score),
-                }
-        return scores
-
     def _write_report(self):
         if getattr(self, "_directory", None) is None:
             return
-        directory = self._project_dir
-        with open(os.path.join(directory, "shape_report.json"), "w") as f:
-            json.dump(self.report(), f, indent=2)
-        results = self._collect_results()
-        if len(results):
-            results.to_csv(os.path.join(directory, "sweep_results.csv"))
-        if self.fit_result is not None:
-            self._write_plots(directory, results)
-
-    def _write_plots(self, directory, results):
-        try:
-            from keras_sovit.scaling import plots
-        except ImportError as error:  # matplotlib or plots.py missing.
-            logger.warning("ShapeOracle: no plots written (%s).", error)
-            return
-        star = results.filter(phase="star")
-        plots.plot_star_sweep(
-            self.fit_result, star, os.path.join(directory, "star_sweep.png"),
-            image_size=self.image_size,
+        _report.write_project_files(
+            self._project_dir, self.report(), self._collect_results(), self
         )
-        if self.base_shape is not None:
-            computes = [self.base_compute, self.target_compute]
-            plots.plot_scaling(
-                self.fit_result, self.base_shape, self.base_compute,
-                computes, os.path.join(directory, "scaling.png"),
-                rounding=self.rounding,
-            )
-
-
-class _Raw:
-    """Real-valued sizes to be snapped into a shape."""
-
-    def __init__(self, width, depth, mlp_dim):
-        self.width = width
-        self.depth = depth
-        self.mlp_dim = mlp_dim
-
-
-def default_plan(
-    target_compute, image_size=224, rounding=None, star_center=None
-):
-    """The default sweeps for a target compute: the paper's, scaled down.
-
-    The paper (SPEC §2) targets 9e12 GFLOPs with 256-token images. For a
-    target `T` with `n` tokens per image, every default shape is the
-    paper's shape with width and MLP scaled by `λ = (T · 256 / (n ·
-    9e12)) ** (1 / 6)` (parameters grow as the square root of compute, as
-    in Chinchilla), depth by `λ` with the centre at least 6 blocks deep,
-    then rounded (widths and MLP sizes to multiples of 16) and spread so
-    that grid values stay distinct. Heads are 16 as in the paper for a
-    centre at least 1024 wide, else 4. The patch size gives 16 patches per
-    side (the paper's 224 / 14), or the nearest divisor of the image side.
-    Star budgets are `T / 256`, `T / 128`, `T / 64` and the grid budget is
-    `T / 1000` (the paper's 600M-example grid at 1/1000 of its target);
-    a full default search costs about half of `T` before the final run.
-
-    Args:
-        target_compute: float. GFLOPs of the final run.
-        image_size: int or `(height, width)`.
-        rounding: `keras_sovit.plan_lib.Rounding` or `None`.
-        star_center: `ShapeSpec` or `None`. Given, the grids are placed
-            relative to it instead of the scaled paper centre.
-
-    Returns:
-        dict with `star_center`, `star_grids`, `star_budgets`, `grid` and
-        `grid_budget`.
-    """
-    rounding = rounding or plan_lib.Rounding()
-    height, width = image_hw(image_size)
-    patch = _default_patch(min(height, width))
-    tokens = (height // patch) * (width // patch)
-    scale = (target_compute * _PAPER_TOKENS
-             / (tokens * _PAPER_TARGET_GFLOPS)) ** (1 / 6)
-    mlp_step = int(rounding.mlp_multiple or 1)
-    width_step = int(rounding.width_multiple or 1)
-    center_width = max(4 * width_step, _snap(1968 * scale, width_step))
-    heads = int(rounding.num_heads or (16 if center_width >= 1024 else 4))
-    width_step = width_step * heads // math.gcd(width_step, heads)
-    center = {
-        "width": max(4 * width_step, _snap(1968 * scale, width_step)),
-        "depth": max(6, int(round(40 * scale))),
-        "mlp_dim": max(4 * mlp_step, _snap(6144 * scale, mlp_step)),
-    }
-    if star_center is not None:
-        center = {d: getattr(star_center, d) for d in DIMS}
-        heads, patch = star_center.num_heads, star_center.patch_size
-        width_step = math.gcd(width_step * heads // math.gcd(
-            width_step, heads), center["width"])
-        mlp_step = math.gcd(mlp_step, center["mlp_dim"])
-    steps = {"width": width_step, "depth": 1, "mlp_dim": mlp_step}
-    star_grids = {}
-    grid = {}
-    for dim in DIMS:
-        ratio = center[dim] / _PAPER_CENTER[dim]
-        star = _spread([v * ratio for v in _PAPER_STAR[dim]], steps[dim])
-        star_grids[dim] = [v for v in star if v < center[dim]]
-        grid[dim] = _spread([v * ratio for v in _PAPER_GRID[dim]], steps[dim])
-    return {
-        "star_center": ShapeSpec(
-            center["width"], center["depth"], center["mlp_dim"], heads, patch
-        ),
-        "star_grids": star_grids,
-        "star_budgets": [target_compute * f for f in _STAR_BUDGET_FRACTIONS],
-        "grid": grid,
-        "grid_budget": target_compute * _GRID_BUDGET_FRACTION,
-    }
-
-
-def _default_patch(side):
-    divisors = [p for p in range(1, side + 1) if side % p == 0]
-    return min(divisors, key=lambda p: (abs(side / p - 16), -p))
-
-
-def _spread(values, step):
-    """Snaps values to multiples of `step`, strictly increasing."""
-    out = []
-    for value in values:
-        snapped = max(step, _snap(value, step))
-        if out and snapped <= out[-1]:
-            snapped = out[-1] + step
-        out.append(int(snapped))
-    return out
-
-
-def _snap(value, step):
-    return int(step * max(1, round(float(value) / step)))
-
-
-def _values_key(values):
-    return json.dumps(
-        {k: values[k] for k in (*SHAPE_FIELDS, COMPUTE_METRIC, PHASE_HP)
-         if k in values},
-        sort_keys=True,
-    )
-
-
-def _shape_key(row):
-    return tuple(int(row[f]) for f in SHAPE_FIELDS)
-
-
-def _trial_order(trial_id):
-    return (len(str(trial_id)), str(trial_id))
 
 
 def _varied_dim(row, center):
+    """The one dimension in which a star row differs from the centre."""
     varied = [d for d in DIMS if row[d] != getattr(center, d)]
     return varied[0] if len(varied) == 1 else None
 
 
-def _finite(value):
-    return value is not None and math.isfinite(value)
+def _extended_values(values, step, direction):
+    """`values` with two more (×1.2 apart) above or below the edge."""
+    values = sorted(values)
+    for _ in range(2):
+        if direction == "upward":
+            values.append(max(
+                values[-1] + step, snap(values[-1] * NEIGHBOUR_FACTOR, step)
+            ))
+        else:
+            new = min(values[0] - step,
+                      snap(values[0] / NEIGHBOUR_FACTOR, step))
+            if new < step:
+                break
+            values.insert(0, new)
+    return values
 
 
-def _trial_observations(trial, name):
-    """(compute, value) pairs of a completed trial, NaNs left out.
-
-    Pairs the objective's metric history with the `compute_gflops` metric
-    at the same steps, adds checkpoint metrics (`"<name>@<i>"` with
-    `"compute_gflops@<i>"`), and falls back to the trial's budget for the
-    last step when no compute metric was reported.
-    """
-    metrics = trial.metrics
-    budget = float(trial.hyperparameters.values[COMPUTE_METRIC])
-    observed = {}
-    if metrics.exists(name):
-        history = metrics.get_history(name)
-        computes = {}
-        if metrics.exists(COMPUTE_METRIC):
-            computes = {o.step: float(o.mean())
-                        for o in metrics.get_history(COMPUTE_METRIC)}
-        for i, obs in enumerate(history):
-            compute = computes.get(obs.step)
-            if compute is None and i == len(history) - 1:
-                compute = budget
-            if compute is not None:
-                observed[compute] = float(obs.mean())
-    index = 0
-    while metrics.exists(checkpoint_metric_name(name, index)):
-        compute_name = checkpoint_metric_name(COMPUTE_METRIC, index)
-        if metrics.exists(compute_name):
-            value = metrics.get_last_value(checkpoint_metric_name(name, index))
-            compute = metrics.get_last_value(compute_name)
-            observed.setdefault(float(compute), float(value))
-        index += 1
-    return [(c, v) for c, v in sorted(observed.items())
-            if _finite(v) and _finite(c) and c > 0]
-
-
-def _check_objective(objective):
-    if objective is None:
-        raise ValueError(
-            "`objective` must name the loss-like metric to minimise, e.g. "
-            "keras_tuner.Objective('fewshot_10shot_error', 'min'). "
-            "Received: objective=None"
-        )
-    if isinstance(objective, (list, tuple)):
-        raise ValueError(
-            "`objective` must be a single objective; the scaling law fits "
-            f"one metric. Received: objective={objective!r}"
-        )
-    if isinstance(objective, str):
-        objective = keras_tuner.Objective(objective, "min")
-    if not isinstance(objective, keras_tuner.Objective):
-        raise ValueError(
-            "`objective` must be a str or a keras_tuner.Objective. "
-            f"Received: objective={objective!r}"
-        )
-    if objective.direction != "min":
-        raise ValueError(
-            "`objective` must be minimised: the scaling law models a "
-            "loss-like metric (report an error such as 1 - accuracy). "
-            f"Received: objective={objective!r}"
-        )
-    if CHECKPOINT_SEPARATOR in objective.name or objective.name in (
-        COMPUTE_METRIC, PHASE_HP, *SHAPE_FIELDS
-    ):
-        raise ValueError(
-            "`objective` must name a metric, not a reserved name. "
-            f"Received: objective={objective.name!r}"
-        )
-    return objective
-
-
-def _check_positive_float(name, value):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return number
-
-
-def _as_shape(name, value):
-    if value is None or isinstance(value, ShapeSpec):
-        return value
-    if isinstance(value, dict):
-        return ShapeSpec.from_dict(value)
-    raise ValueError(
-        f"`{name}` must be a ShapeSpec or a dict of its fields. "
-        f"Received: {name}={value!r}"
-    )
-
-
-def _check_grids(name, grids):
-    if not isinstance(grids, dict) or not grids:
-        raise ValueError(
-            f"`{name}` must be a non-empty dict of dimension -> values. "
-            f"Received: {name}={grids!r}"
-        )
-    out = {}
-    for dim, values in grids.items():
-        check_choice(name, dim, DIMS)
-        values = list(values)
-        for v in values:
-            if isinstance(v, bool) or int(v) != v or v <= 0:
-                raise ValueError(
-                    f"`{name}['{dim}']` must hold positive integers. "
-                    f"Received: {name}['{dim}']={values!r}"
-                )
-        out[dim] = sorted(int(v) for v in values)
-    return out
-
-
-def _check_exponents(exponents):
-    if not isinstance(exponents, dict) or not exponents:
-        raise ValueError(
-            "`exponents` must be a dict of dimension -> exponent. "
-            f"Received: exponents={exponents!r}"
-        )
-    out = {}
-    for dim, value in exponents.items():
-        check_choice("exponents", dim, DIMS)
-        out[dim] = _check_positive_float(f"exponents['{dim}']", value)
-    return out
-
-
-def _rounding_config(rounding):
-    return {
-        k: getattr(rounding, k, None)
-        for k in ("width_multiple", "mlp_multiple", "num_heads", "head_dim")
-    }
-
-
-def _plain(value):
-    """Casts numpy scalars and tuples to plain JSON-safe Python values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+def _shape_json(shape_fields):
+    return json.dumps(shape_fields, sort_keys=True)
 
 
 class ShapeSearch(keras_tuner.Tuner):

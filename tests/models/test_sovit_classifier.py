@@ -142,6 +142,34 @@ def test_mixed_bfloat16():
         keras.config.set_dtype_policy(previous)
 
 
+def test_dtype_argument_is_kept_inherited_and_saved(tmp_path):
+    backbone = SoViTBackbone(
+        SHAPE, image_shape=IMAGE_SHAPE, dtype="mixed_bfloat16"
+    )
+    model = SoViTClassifier(backbone, NUM_CLASSES)
+    assert backbone.dtype_policy.name == "mixed_bfloat16"
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("head").compute_dtype == "bfloat16"
+    x, _ = _data()
+    path = str(tmp_path / "bf16.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert restored.dtype_policy.name == "mixed_bfloat16"
+    assert restored.backbone.get_layer("encoderblock_0").compute_dtype == (
+        "bfloat16"
+    )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model(x)),
+        keras.ops.convert_to_numpy(restored(x)),
+    )
+
+
+def test_default_names():
+    model = _classifier()
+    assert model.name.startswith("sovit_classifier")
+    assert model.backbone.name.startswith("sovit_backbone")
+
+
 @pytest.mark.tf_only
 def test_mirrored_strategy(mirrored_strategy):
     assert mirrored_strategy.num_replicas_in_sync == 2

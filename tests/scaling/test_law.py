@@ -7,16 +7,16 @@ import pytest
 from keras_sovit.scaling.law import ShapeLaw
 from keras_sovit.scaling.law import StarSweepFit
 from keras_sovit.scaling.law import fit_star_sweep
+from keras_sovit.scaling.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
 from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import PAPER_STAR_CENTER_LIKE
-from keras_sovit.scaling.simulate import PAPER_STAR_GRIDS_LIKE
 from keras_sovit.scaling.simulate import eq2_loss
 from keras_sovit.scaling.simulate import simulate
 from keras_sovit.scaling.simulate import simulate_star
 
-CENTER = PAPER_STAR_CENTER_LIKE
+CENTER = PAPER_STAR_CENTER
 DIMS = ("width", "depth", "mlp_dim")
 TRUE_S = {d: p["c"] / (p["a"] + p["b"]) for d, p in EQ2_STAR_TRUTH.items()}
 T_EVAL = 10 * 2e11  # 10x the largest budget
@@ -31,7 +31,7 @@ def _regret(dim, x_hat):
 
 def _xty(dim="depth", noise=0.0, seed=0):
     p = EQ2_STAR_TRUTH[dim]
-    x = np.repeat(np.array(PAPER_STAR_GRIDS_LIKE[dim], float), 3)
+    x = np.repeat(np.array(PAPER_STAR_GRIDS[dim], float), 3)
     t = np.tile([5e10, 1e11, 2e11], 6)
     y = eq2_loss(p, x, t)
     y = y * (1 + noise * np.random.default_rng(seed).standard_normal(18))
@@ -146,7 +146,7 @@ def test_star_sweep_noise_free_is_exact_and_state_round_trips():
 
 
 def test_star_sweep_on_decomposable_truth_holds_out_the_centre():
-    grids = PAPER_STAR_GRIDS_LIKE
+    grids = PAPER_STAR_GRIDS
     budgets = (5e10, 1e11, 2e11)
     plan = [(CENTER.replace(**{d: v}), t) for d in grids for v in grids[d]
             for t in budgets]

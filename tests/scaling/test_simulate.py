@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from keras_sovit.scaling.plan import PAPER_STAR_CENTER
 from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
 from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import PAPER_STAR_CENTER_LIKE
 from keras_sovit.scaling.simulate import DataLimitedLaw
 from keras_sovit.scaling.simulate import DecomposableLaw
 from keras_sovit.scaling.simulate import eq2_loss
@@ -12,7 +12,7 @@ from keras_sovit.scaling.simulate import simulate
 from keras_sovit.scaling.simulate import simulate_star
 from keras_sovit.shapes import ShapeSpec
 
-CENTER = PAPER_STAR_CENTER_LIKE
+CENTER = PAPER_STAR_CENTER
 
 
 def _small_law():

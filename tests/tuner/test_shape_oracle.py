@@ -31,18 +31,21 @@ GRID_BUDGET = 9e9
 TARGET = 9e11
 
 
+# The search the tests run unless they say otherwise.
+SEARCH = dict(
+    objective=OBJECTIVE,
+    target_compute=TARGET,
+    star_center=CENTER,
+    star_grids=STAR_GRIDS,
+    star_budgets=STAR_BUDGETS,
+    grid=GRID,
+    grid_budget=GRID_BUDGET,
+)
+
+
 def make_oracle(**kwargs):
     config = dict(
-        objective=OBJECTIVE,
-        target_compute=TARGET,
-        star_center=CENTER,
-        star_grids=STAR_GRIDS,
-        star_budgets=STAR_BUDGETS,
-        grid=GRID,
-        grid_budget=GRID_BUDGET,
-        n_bootstrap=4,
-        seed=7,
-        max_consecutive_failed_trials=100,
+        SEARCH, n_bootstrap=4, seed=7, max_consecutive_failed_trials=100
     )
     config.update(kwargs)
     return ShapeOracle(**config)
@@ -208,6 +211,31 @@ def test_report_files_are_written(finished):
     assert len(results) == 2 * len(oracle.trials)
     for name in ("star_sweep.png", "scaling.png"):
         assert os.path.getsize(os.path.join(directory, name)) > 1000
+
+
+@pytest.mark.tf_only  # KerasTuner itself uses tf.io.gfile only on TF.
+def test_report_files_are_written_to_a_non_local_filesystem():
+    """The project may be on gs:// (TPUs); TF's ram:// stands in for it."""
+    import tensorflow as tf
+
+    oracle = make_oracle(star_grids={
+        "width": [608, 928, 1328], "depth": [8, 12, 20],
+        "mlp_dim": [1088, 1728, 2592],
+    })
+    oracle._set_project_dir("ram://shape_oracle_test", "p")
+    run(oracle, PAPER_LIKE_LAW)
+    project = "ram://shape_oracle_test/p/"
+    with tf.io.gfile.GFile(project + "shape_report.json") as f:
+        report = json.load(f)
+    assert report["phase"] == "done"
+    assert report["proposal"] == oracle.proposal.to_dict()
+    with tf.io.gfile.GFile(project + "sweep_results.csv") as f:
+        lines = f.read().splitlines()
+    # A header and two checkpoints per completed trial.
+    assert len(lines) == 1 + 2 * len(oracle.trials)
+    for name in ("star_sweep.png", "scaling.png"):
+        with tf.io.gfile.GFile(project + name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_mid_star_and_mid_grid_gives_the_same_proposal(
@@ -454,15 +482,9 @@ def declare_all(hp):
 def test_shape_search_builds_its_oracle(tmp_path):
     tuner = keras_sovit.tuner.ShapeSearch(
         hypermodel=declare_all,
-        objective=OBJECTIVE,
-        target_compute=TARGET,
-        star_center=CENTER,
-        star_grids=STAR_GRIDS,
-        star_budgets=STAR_BUDGETS,
-        grid=GRID,
-        grid_budget=GRID_BUDGET,
         directory=str(tmp_path),
         project_name="p",
+        **SEARCH,
     )
     assert isinstance(tuner.oracle, ShapeOracle)
     assert tuner.oracle.target_compute == TARGET
