@@ -302,7 +302,9 @@ def _tuner_class():
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             values = trial.hyperparameters.values
-            metrics = trial.metrics
+            # The oracle's copy holds the reported metrics (on a worker it
+            # is fetched from the chief).
+            metrics = self.oracle.get_trial(trial.trial_id).metrics
             spent = (metrics.get_last_value("compute_gflops")
                      if metrics.exists("compute_gflops") else 0.0)
             self.spent += float(spent)
