@@ -17,6 +17,7 @@ from keras_sovit.scaling.simulate import gflops_array
 from keras_sovit.scaling.simulate import simulate
 from keras_sovit.scaling.simulate import simulate_star
 from keras_sovit.scaling.joint import JointLaw
+from keras_sovit.scaling.joint import on_search_bound
 from keras_sovit.scaling.joint import optimal_shape
 from keras_sovit.scaling.plan import PAPER_EXPONENTS
 from keras_sovit.scaling.plan import PAPER_GRID_OPTIMUM

@@ -639,17 +639,53 @@ def optimal_shape(
 
 
 def _warn_on_bounds(shape, search, rounding, template):
-    for dim in SCALED_DIMS:
+    for dim in _dims_on_bounds(shape, search.bounds, rounding, template):
         lo, hi = search.bounds[dim]
-        unit = {
-            "width": rounding.width_step(shape.width, template.num_heads),
-            "depth": rounding.depth_multiple,
-            "mlp_dim": rounding.mlp_multiple,
-        }[dim]
+        warnings.warn(
+            f"optimal_shape: {dim}={getattr(shape, dim)} lies on the search "
+            f"bound {(int(lo), int(hi))}; widen `constraints[{dim!r}]`.",
+            RuntimeWarning,
+        )
+
+
+def on_search_bound(shape, constraints=None, rounding=None):
+    """Dimensions of an `optimal_shape` result that sit on a search bound.
+
+    A law whose predicted loss keeps falling up to a bound has no interior
+    optimum in the searched box: it is extrapolating, and the proposal
+    should not be trusted.
+
+    Args:
+        shape: `ShapeSpec` returned by `optimal_shape`.
+        constraints: dict or None. The constraints given to `optimal_shape`.
+        rounding: `Rounding` or None. The rounding given to `optimal_shape`.
+
+    Returns:
+        A list of dimension names, empty when the optimum is interior.
+
+    Example:
+
+    ```python
+    from keras_sovit.scaling.joint import on_search_bound
+    on_search_bound(keras_sovit.ShapeSpec(16384, 12, 1024, 16, 16))
+    # ['width']
+    ```
+    """
+    check_shape_spec("shape", shape)
+    bounds, _ = _check_constraints(constraints)
+    return _dims_on_bounds(shape, bounds, check_rounding(rounding), shape)
+
+
+def _dims_on_bounds(shape, bounds, rounding, template):
+    units = {
+        "width": rounding.width_step(shape.width, template.num_heads),
+        "depth": rounding.depth_multiple,
+        "mlp_dim": rounding.mlp_multiple,
+    }
+    dims = []
+    for dim in SCALED_DIMS:
+        lo, hi = bounds[dim]
         value = getattr(shape, dim)
-        if value - unit < lo or value + unit > hi:
-            warnings.warn(
-                f"optimal_shape: {dim}={value} lies on the search bound "
-                f"{(int(lo), int(hi))}; widen `constraints[{dim!r}]`.",
-                RuntimeWarning,
-            )
+        if value - units[dim] < lo or value + units[dim] > hi:
+            dims.append(dim)
+    return dims

@@ -10,6 +10,7 @@ choice), `_state` (saved configuration) and `_report` (project files).
 import json
 import logging
 import math
+import warnings
 
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
@@ -119,7 +120,9 @@ class ShapeOracle(keras_tuner.Oracle):
             law is used unless its error exceeds 1.5 × the per-dimension
             error + 0.005. The star runs lie on the axes and cannot show how
             dimensions interact, which only the joint law models, so near
-            ties go to it. `method` and `report()` say what was chosen.
+            ties go to it. A joint optimum on the search bound (the law
+            keeps improving without limit: it extrapolates) falls back to
+            the paper's rule. `method` and `report()` say what was chosen.
         validation_trials: bool. Whether to train the proposal for
             `validation_compute` and its neighbours (each dimension ×1.2 and
             ÷1.2 at equal compute, the paper's Fig. 6) and report whether
@@ -767,9 +770,21 @@ class ShapeOracle(keras_tuner.Oracle):
         if not self.run_star:
             return "paper"
         self._compare_on_holdout()
-        if _proposals.prefers_joint(self._holdout_errors):
-            return "joint"
-        return "paper"
+        if not _proposals.prefers_joint(self._holdout_errors):
+            return "paper"
+        with warnings.catch_warnings():
+            # A bound hit is handled here, not reported as a warning.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shape = self._joint_shape(self.target_compute)
+        unbounded = joint_lib.on_search_bound(shape, rounding=self.rounding)
+        if unbounded:
+            logger.warning(
+                "ShapeOracle: the joint law has no interior optimum at the "
+                "target compute (%s on the search bound); using the paper's "
+                "rule instead.", ", ".join(unbounded),
+            )
+            return "paper"
+        return "joint"
 
     def _compare_on_holdout(self):
         star = self._collect_results(("star",))
@@ -782,10 +797,7 @@ class ShapeOracle(keras_tuner.Oracle):
 
     def _shape_for(self, compute):
         if self._method == "joint":
-            shape = joint_lib.optimal_shape(
-                self._joint_law(), compute, image_size=self.image_size,
-                rounding=self.rounding, template=self._template(),
-            )
+            shape = self._joint_shape(compute)
         else:
             shape = plan_lib.scale_shape(
                 self.base_shape, self.base_compute, compute,
@@ -793,6 +805,12 @@ class ShapeOracle(keras_tuner.Oracle):
                 rounding=self.rounding,
             )
         return self._shape_grid().snap_shape(shape)
+
+    def _joint_shape(self, compute):
+        return joint_lib.optimal_shape(
+            self._joint_law(), compute, image_size=self.image_size,
+            rounding=self.rounding, template=self._template(),
+        )
 
     def _joint_law(self):
         """The joint law fitted on every star and grid run (cached)."""

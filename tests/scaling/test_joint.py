@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from keras_sovit.scaling.joint import JointLaw
+from keras_sovit.scaling.joint import on_search_bound
 from keras_sovit.scaling.joint import optimal_shape
 from keras_sovit.scaling.plan import PAPER_GRID_SWEEP
 from keras_sovit.scaling.plan import PAPER_STAR_CENTER
@@ -241,3 +242,14 @@ def test_unfitted_and_bad_calls():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optimal_shape(law, 1e9, constraints={"max_params": 10})
+
+
+def test_on_search_bound_names_the_dims_at_the_default_bounds():
+    assert on_search_bound(ShapeSpec(512, 12, 1024, 16, 16)) == []
+    assert on_search_bound(
+        ShapeSpec(16384, 256, 65536, 16, 4)
+    ) == ["width", "depth", "mlp_dim"]
+    assert on_search_bound(
+        ShapeSpec(512, 12, 1024, 16, 16),
+        constraints={"depth": (12, 64)},
+    ) == ["depth"]
