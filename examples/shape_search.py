@@ -352,14 +352,14 @@ def _final_rows(oracle, args, num_classes):
 
     rows = []
     roles = {}
-    if oracle.proposal is not None:
-        roles[json.dumps(oracle.proposal.to_dict(), sort_keys=True)] = (
-            "proposal"
-        )
     if oracle.control is not None:
         roles[json.dumps(oracle.control.to_dict(), sort_keys=True)] = (
             "control"
         )
+    if oracle.proposal is not None:
+        key = json.dumps(oracle.proposal.to_dict(), sort_keys=True)
+        # A proposal that is itself a standard ViT is its own control.
+        roles[key] = "proposal" if key not in roles else "prop=ctrl"
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
         values = trial.hyperparameters.values
