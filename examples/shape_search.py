@@ -260,10 +260,13 @@ def _tuner_class():
         accuracy (`1 - val_error`) while the sweeps never touch it.
         """
 
-        def __init__(self, plan, test_data, **kwargs):
+        def __init__(self, plan, test_data, image_size, batch_size,
+                     **kwargs):
             super().__init__(**kwargs)
             self.plan = plan
             self.test_data = test_data
+            self.image_size = image_size
+            self.batch_size = batch_size
             self.started = {}
             self.spent = 0.0
             self.idle_polls = 0
@@ -295,6 +298,7 @@ def _tuner_class():
             )
 
         def run_trial(self, trial, *args, **kwargs):
+            _check_feasible(trial, self.image_size, self.batch_size)
             if trial.hyperparameters.values["phase"] == "final":
                 kwargs["validation_data"] = self.test_data
             return super().run_trial(trial, *args, **kwargs)
@@ -320,20 +324,42 @@ def _tuner_class():
     return ShapeSearchTuner
 
 
+def _check_feasible(trial, image_size, batch_size):
+    """Fails a trial whose budget buys no training step, before building.
+
+    On sweeps this small the fitted laws can extrapolate to shapes far too
+    large for `--target-compute`; building them would only waste time (or
+    memory) before `SoViTHyperModel` rejects the budget.
+    """
+    import keras_tuner
+
+    import keras_sovit as ks
+
+    values = trial.hyperparameters.values
+    shape = ks.ShapeSpec.from_dict(values)
+    per_step = shape.gflops(image_size) * batch_size
+    if values["compute_gflops"] < per_step:
+        raise keras_tuner.errors.FailedTrialError(
+            f"Infeasible trial: {shape.to_dict()} needs {per_step:.4g} "
+            f"GFLOPs per step of {batch_size}, more than its budget of "
+            f"{values['compute_gflops']:.4g} GFLOPs."
+        )
+
+
 def _final_rows(oracle, args, num_classes):
     """The table: one row per final trial (proposal, control)."""
     import keras_sovit as ks
 
     rows = []
     roles = {}
-    if oracle.proposal is not None:
-        roles[json.dumps(oracle.proposal.to_dict(), sort_keys=True)] = (
-            "proposal"
-        )
     if oracle.control is not None:
         roles[json.dumps(oracle.control.to_dict(), sort_keys=True)] = (
             "control"
         )
+    if oracle.proposal is not None:
+        key = json.dumps(oracle.proposal.to_dict(), sort_keys=True)
+        # A proposal that is itself a standard ViT is its own control.
+        roles[key] = "proposal" if key not in roles else "prop=ctrl"
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
         values = trial.hyperparameters.values
@@ -360,6 +386,8 @@ def _final_rows(oracle, args, num_classes):
             "compute_gflops": last("compute_gflops"),
             "fewshot_error": last(oracle.objective.name),
             "test_accuracy": None if val_error is None else 1.0 - val_error,
+            "message": ((trial.message or "").strip().splitlines()
+                        or [""])[-1],
         })
     return rows
 
@@ -432,6 +460,8 @@ def main(argv=None):
     tuner = _tuner_class()(
         plan,
         data["test"],
+        args.image_size,
+        args.batch_size,
         oracle=oracle,
         hypermodel=hypermodel,
         directory=args.output_dir,
@@ -499,6 +529,10 @@ def _report(args, oracle, tuner, num_classes, seconds):
           f"for {args.target_compute:g} GFLOPs "
           f"({len(trials)} trials, {seconds / 60:.1f} min)")
     print(_format_table(rows, args.shots))
+    for row in rows:
+        if row["status"] != "COMPLETED":
+            print(f"  ! the {row['role']} trial {row['status']}: "
+                  f"{row['message']}")
     print()
     print("Fitted scaling exponents (star sweep, bootstrap intervals):")
     for line in _exponent_lines(oracle):
