@@ -80,7 +80,7 @@ def parse_args(argv=None):
     parser.add_argument("--star-depths", type=_ints, default=[1, 2, 3])
     parser.add_argument("--star-mlps", type=_ints, default=[32, 64, 128])
     parser.add_argument(
-        "--star-budgets", type=_floats, default=[8.0, 16.0],
+        "--star-budgets", type=_floats, default=[40.0, 80.0],
         help="GFLOPs of the star-sweep runs.",
     )
     parser.add_argument(
@@ -91,9 +91,9 @@ def parse_args(argv=None):
     parser.add_argument("--grid-widths", type=_ints, default=[32, 48])
     parser.add_argument("--grid-depths", type=_ints, default=[1, 2])
     parser.add_argument("--grid-mlps", type=_ints, default=[128])
-    parser.add_argument("--grid-budget", type=float, default=4.0)
+    parser.add_argument("--grid-budget", type=float, default=20.0)
     parser.add_argument(
-        "--target-compute", type=float, default=48.0,
+        "--target-compute", type=float, default=240.0,
         help="GFLOPs of the final runs (proposal and control).",
     )
     parser.add_argument(

@@ -2,6 +2,7 @@
 
 import math
 
+import keras
 import keras_tuner
 import numpy as np
 
@@ -62,6 +63,10 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             `compile_for_pretraining` (e.g. `base_lr`, `optimizer`).
         fewshot_kwargs: dict or `None`. Extra arguments of
             `FewShotEvaluator`.
+        distribution: `keras.distribution.Distribution` or `None`. Set
+            before every build (JAX backend: e.g. `DataParallel`), since
+            KerasTuner clears the Keras session, and with it the global
+            distribution, between trials.
         name: str or `None`. Name of the hypermodel.
 
     Example:
@@ -98,9 +103,11 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         posemb="learn",
         compile_kwargs=None,
         fewshot_kwargs=None,
+        distribution=None,
         name=None,
     ):
         super().__init__(name=name)
+        self.distribution = distribution
         self.num_classes = check_positive_int("num_classes", num_classes)
         if len(tuple(image_shape)) != 3:
             raise ValueError(
@@ -199,6 +206,10 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         from keras_sovit.models import SoViTClassifier
         from keras_sovit.training import compile_for_pretraining
 
+        if self.distribution is not None:
+            # KerasTuner clears the Keras session, and with it the global
+            # distribution, before every build.
+            keras.distribution.set_distribution(self.distribution)
         shape = self.shape(hp)
         backbone = SoViTBackbone(
             shape,

@@ -112,7 +112,8 @@ class ShapeOracle(keras_tuner.Oracle):
         final_trials: tuple of `"proposal"` and/or `"control"`. The final
             trials at `target_compute`: the proposed shape and a standard
             ViT (MLP = 4 × width) of equal per-example and total compute.
-        proposal_method: `"paper"` (joint scaling τ^(s_k/D) from x0),
+        proposal_method: `"paper"` (joint scaling τ^(s_k/D) from x0; a
+            fitted s_k outside [0, 1] is capped, with a warning),
             `"joint"` (optimum of a joint law under the exact FLOP
             constraint) or `"auto"`: both the per-dimension laws and the
             joint law are refitted without each star shape's largest-budget
@@ -801,10 +802,28 @@ class ShapeOracle(keras_tuner.Oracle):
         else:
             shape = plan_lib.scale_shape(
                 self.base_shape, self.base_compute, compute,
-                {d: self.exponents[d] for d in self.dims},
-                rounding=self.rounding,
+                self._scaling_exponents(), rounding=self.rounding,
             )
         return self._shape_grid().snap_shape(shape)
+
+    def _scaling_exponents(self):
+        """The exponents of the paper's rule, capped at 1.
+
+        A dimension growing faster than compute (s_k > 1) would make every
+        example cost more than the budget grows, so the model would see
+        fewer examples as compute grows: a fit that says so is noise.
+        """
+        exponents = {}
+        for dim in self.dims:
+            value = float(self.exponents[dim])
+            if not 0.0 <= value <= 1.0:
+                logger.warning(
+                    "ShapeOracle: fitted exponent s_%s = %.3g is outside "
+                    "[0, 1]; the paper's rule uses %g.", dim, value,
+                    min(max(value, 0.0), 1.0),
+                )
+            exponents[dim] = min(max(value, 0.0), 1.0)
+        return exponents
 
     def _joint_shape(self, compute):
         return joint_lib.optimal_shape(

@@ -148,22 +148,6 @@ def test_mirrored_strategy_runs_the_search_on_two_replicas(
         assert record["copies"] == 2  # A MirroredVariable on both CPUs.
 
 
-class _DataParallelHyperModel(keras_sovit.tuner.SoViTHyperModel):
-    """Re-applies the JAX distribution in `build`.
-
-    `keras_tuner.Tuner` calls `keras.backend.clear_session()` before every
-    build, which also clears Keras's global distribution.
-    """
-
-    def __init__(self, distribution, **kwargs):
-        super().__init__(**kwargs)
-        self.distribution = distribution
-
-    def build(self, hp):
-        keras.distribution.set_distribution(self.distribution)
-        return super().build(hp)
-
-
 @pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="keras.distribution is JAX-only"
 )
@@ -177,14 +161,15 @@ def test_data_parallel_runs_the_search_on_two_devices(tmp_path):
     previous = keras.distribution.distribution()
     try:
         keras.distribution.set_distribution(distribution)
-        # Why the hypermodel re-applies it: the tuner clears the session.
+        # Why the hypermodel re-applies it (its `distribution` argument):
+        # the tuner clears the session before every build.
         keras.backend.clear_session()
         assert keras.distribution.distribution() is None
         keras.distribution.set_distribution(distribution)
 
         images, labels = config.make_data()
-        hypermodel = _DataParallelHyperModel(
-            distribution,
+        hypermodel = keras_sovit.tuner.SoViTHyperModel(
+            distribution=distribution,
             num_classes=config.NUM_CLASSES,
             image_shape=IMAGE_SHAPE,
             fewshot_train=(images[:32], labels[:32]),

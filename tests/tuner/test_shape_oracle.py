@@ -363,6 +363,21 @@ def test_given_exponents_and_base_skip_both_sweeps(tmp_path):
     )
 
 
+def test_paper_rule_caps_exponents_above_one(tmp_path, caplog):
+    base = keras_sovit.ShapeSpec(608, 10, 928, 16, patch_size=14)
+    oracle = make_oracle(
+        exponents={"width": 0.22, "depth": 3.0, "mlp_dim": 0.6},
+        base_shape=base, base_compute=9e9, proposal_method="paper",
+    )
+    oracle._set_project_dir(str(tmp_path), "p")
+    run(oracle, PAPER_LIKE_LAW)
+    tau = TARGET / 9e9
+    # Depth grows by tau^(1/3) (s capped at 1), not tau^(3/3) = 100x.
+    assert oracle.proposal.depth == round(10 * tau ** (1.0 / 3))
+    assert oracle.proposal.width == 16 * round(608 * tau ** (0.22 / 3) / 16)
+    assert "s_depth = 3 is outside [0, 1]" in caplog.text
+
+
 def test_validation_trials_check_local_optimality(tmp_path):
     exponents = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
     oracle = make_oracle(exponents=exponents, validation_trials=True,
