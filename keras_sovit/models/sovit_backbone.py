@@ -175,10 +175,7 @@ class SoViTBackbone(keras.Model):
             dtype=dtype,
             **kwargs,
         )
-        if dtype is not None:
-            # Functional models ignore `dtype`; keep the policy the layers
-            # use so that it is reported and serialized.
-            self.dtype_policy = keras.dtype_policies.get(dtype)
+        keep_dtype_policy(self, dtype)
 
         # === Config ===
         self.shape_spec = spec
@@ -209,6 +206,16 @@ class SoViTBackbone(keras.Model):
                 config["dtype"]
             )
         return cls(**config)
+
+
+def keep_dtype_policy(model, dtype):
+    """Sets a functional model's policy to the `dtype` its layers use.
+
+    Functional models ignore the `dtype` argument; without this the model
+    would report and serialize the global policy instead.
+    """
+    if dtype is not None:
+        model.dtype_policy = keras.dtype_policies.get(dtype)
 
 
 def as_shape_spec(shape):

@@ -3,6 +3,7 @@ import numbers
 import keras
 
 from keras_sovit.models.sovit_backbone import SoViTBackbone
+from keras_sovit.models.sovit_backbone import keep_dtype_policy
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_positive_int
 
@@ -116,10 +117,7 @@ class SoViTClassifier(keras.Model):
             dtype=dtype,
             **kwargs,
         )
-        if dtype is not None:
-            # Functional models ignore `dtype`; keep the policy the layers
-            # use so that it is reported and serialized.
-            self.dtype_policy = keras.dtype_policies.get(dtype)
+        keep_dtype_policy(self, dtype)
 
         # === Config ===
         self.num_classes = num_classes

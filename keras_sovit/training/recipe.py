@@ -21,6 +21,7 @@ overridden.
 
 import keras
 
+from keras_sovit.shapes import check_choice
 from keras_sovit.training.callbacks import ExamplesSeen
 from keras_sovit.training.optimizers import AdamWDecayMults
 from keras_sovit.training.optimizers import BigVisionAdafactor
@@ -106,13 +107,6 @@ def _check_number(name, value, low, high=None, low_open=False):
         )
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {choices}. Received: {name}={value!r}"
-        )
-
-
 def recipe(
     total_steps,
     base_lr=8e-4,
@@ -175,12 +169,12 @@ def recipe(
             f"total_steps={total_steps!r}"
         )
     _check_number("base_lr", base_lr, 0.0, low_open=True)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     _check_number("weight_decay", weight_decay, 0.0)
     _check_number("head_wd_mult", head_wd_mult, 0.0)
     if clipnorm is not None:
         _check_number("clipnorm", clipnorm, 0.0, low_open=True)
-    _check_choice("loss", loss, LOSSES)
+    check_choice("loss", loss, LOSSES)
     _check_number("label_smoothing", label_smoothing, 0.0, 1.0)
     if head_bias_init is not None:
         _check_number("head_bias_init", head_bias_init, float("-inf"))
