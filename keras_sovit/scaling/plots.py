@@ -175,6 +175,7 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
             if opt is not None:
                 ax.plot([opt[0]], [opt[1]], marker="D", color=color,
                         markeredgecolor="black", ms=6, ls="none")
+        _limit_to_data(ax, [p[2] for g in groups.values() for p in g])
         ax.set_xscale("log")
         ticks = sorted(set(all_x))
         ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7,
@@ -193,12 +194,20 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
         Line2D([], [], marker="D", ls="none", color="gray", mec="black"),
     ]
     labels += ["held-out centre", "x* for its own compute"]
-    axes[0][0].legend(handles, labels, fontsize=7, title="budget",
-                      title_fontsize=7)
+    fig.legend(handles, labels, fontsize=7, title="budget",
+               title_fontsize=7, loc="center left",
+               bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return fig
+
+
+def _limit_to_data(ax, values, pad=0.15):
+    """Keeps the y-axis on the measurements, not on curves that run off."""
+    lo, hi = min(values), max(values)
+    margin = pad * (hi - lo) if hi > lo else pad * abs(hi) or 1.0
+    ax.set_ylim(lo - margin, hi + margin)
 
 
 def plot_scaling(
