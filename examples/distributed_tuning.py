@@ -134,8 +134,6 @@ def run_process(args):
     tuner = shape_search._tuner_class()(
         plan,
         data["test"],
-        args.image_size,
-        args.batch_size,
         oracle=make_oracle(args),
         hypermodel=hypermodel,
         directory=args.output_dir,

@@ -260,13 +260,10 @@ def _tuner_class():
         accuracy (`1 - val_error`) while the sweeps never touch it.
         """
 
-        def __init__(self, plan, test_data, image_size, batch_size,
-                     **kwargs):
+        def __init__(self, plan, test_data, **kwargs):
             super().__init__(**kwargs)
             self.plan = plan
             self.test_data = test_data
-            self.image_size = image_size
-            self.batch_size = batch_size
             self.started = {}
             self.spent = 0.0
             self.idle_polls = 0
@@ -298,7 +295,6 @@ def _tuner_class():
             )
 
         def run_trial(self, trial, *args, **kwargs):
-            _check_feasible(trial, self.image_size, self.batch_size)
             if trial.hyperparameters.values["phase"] == "final":
                 kwargs["validation_data"] = self.test_data
             return super().run_trial(trial, *args, **kwargs)
@@ -322,28 +318,6 @@ def _tuner_class():
             )
 
     return ShapeSearchTuner
-
-
-def _check_feasible(trial, image_size, batch_size):
-    """Fails a trial whose budget buys no training step, before building.
-
-    On sweeps this small the fitted laws can extrapolate to shapes far too
-    large for `--target-compute`; building them would only waste time (or
-    memory) before `SoViTHyperModel` rejects the budget.
-    """
-    import keras_tuner
-
-    import keras_sovit as ks
-
-    values = trial.hyperparameters.values
-    shape = ks.ShapeSpec.from_dict(values)
-    per_step = shape.gflops(image_size) * batch_size
-    if values["compute_gflops"] < per_step:
-        raise keras_tuner.errors.FailedTrialError(
-            f"Infeasible trial: {shape.to_dict()} needs {per_step:.4g} "
-            f"GFLOPs per step of {batch_size}, more than its budget of "
-            f"{values['compute_gflops']:.4g} GFLOPs."
-        )
 
 
 def _final_rows(oracle, args, num_classes):
@@ -460,8 +434,6 @@ def main(argv=None):
     tuner = _tuner_class()(
         plan,
         data["test"],
-        args.image_size,
-        args.batch_size,
         oracle=oracle,
         hypermodel=hypermodel,
         directory=args.output_dir,

@@ -166,7 +166,15 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         hp.Int("mlp_dim", 1, 1 << 18, default=16)
         hp.Int("num_heads", 1, 1024, default=1)
         hp.Int("patch_size", 1, side, default=patch)
-        hp.Float(COMPUTE_METRIC, 1e-6, 1e30, sampling="log", default=1.0)
+        # Enough for one step of the default shape, so the up-front build
+        # passes the budget check of `build`.
+        one_step = self.batch_size * self.gflops_per_example(
+            ShapeSpec(16, 1, 16, 1, patch)
+        )
+        hp.Float(
+            COMPUTE_METRIC, 1e-6, 1e30, sampling="log",
+            default=max(1.0, one_step),
+        )
         hp.Choice(PHASE_HP, list(PHASES), default=PHASES[-1])
 
     def shape(self, hp):
@@ -210,20 +218,18 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             # KerasTuner clears the Keras session, and with it the global
             # distribution, before every build.
             keras.distribution.set_distribution(self.distribution)
-        shape = self.shape(hp)
+        # Before building: a shape too large for its budget fails at once
+        # instead of allocating a model that cannot take one step.
+        steps = self.total_steps(hp)
         backbone = SoViTBackbone(
-            shape,
+            self.shape(hp),
             image_shape=self.image_shape,
             pool_type=self.pool_type,
             posemb=self.posemb,
         )
         model = SoViTClassifier(backbone, num_classes=self.num_classes)
-        budget = float(hp.get(COMPUTE_METRIC))
-        steps = budget / (self.gflops_per_example(shape) * self.batch_size)
-        # The schedule needs a length even when the budget buys no step
-        # (e.g. the tuner's up-front build); `fit` fails such trials.
         compile_for_pretraining(
-            model, total_steps=max(1, int(steps)), **self.compile_kwargs
+            model, total_steps=steps, **self.compile_kwargs
         )
         return model
 

@@ -166,3 +166,16 @@ def test_search_end_to_end(tmp_path):
         assert json.load(f)["proposal"] == proposal.to_dict()
     best = tuner.get_best_hyperparameters()[0].values
     assert best["phase"] in ("grid", "final")
+
+
+def test_build_refuses_a_budget_below_one_step_before_building():
+    hypermodel = make_hypermodel()
+    # Width 8192, depth 64: one step of 8 images costs ~1.8e4 GFLOPs.
+    huge = keras_sovit.ShapeSpec(8192, 64, 32768, 16, patch_size=4)
+    per_step = BATCH * huge.gflops((16, 16))
+    with pytest.raises(keras_tuner.errors.FailedTrialError, match="step"):
+        hypermodel.build(trial_hp(huge, per_step / 2))
+    # The up-front build with default values affords its one step.
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    assert hypermodel.total_steps(hp) >= 1
