@@ -4,6 +4,7 @@ from keras import ops
 from keras_sovit.layers._attention import MlpBlock
 from keras_sovit.layers._attention import MultiHeadDotProductAttention
 from keras_sovit.layers._checks import check_rate
+from keras_sovit.layers._checks import check_token_input
 from keras_sovit.shapes import check_positive_int
 
 
@@ -108,17 +109,7 @@ class EncoderBlock(keras.layers.Layer):
             )
 
     def build(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                "`EncoderBlock` expects inputs of shape (batch, tokens, "
-                f"width). Received: input_shape={input_shape}"
-            )
-        width = input_shape[-1]
-        if width is None or width % self.num_heads:
-            raise ValueError(
-                "The input width must be divisible by `num_heads`. "
-                f"Received: width={width}, num_heads={self.num_heads}"
-            )
+        check_token_input("EncoderBlock", input_shape, self.num_heads)
         self.layer_norm_0.build(input_shape)
         self.attention.build(input_shape)
         self.layer_norm_1.build(input_shape)

@@ -3,6 +3,7 @@ from keras import ops
 
 from keras_sovit.layers._attention import MlpBlock
 from keras_sovit.layers._attention import MultiHeadDotProductAttention
+from keras_sovit.layers._checks import check_token_input
 from keras_sovit.shapes import check_positive_int
 
 
@@ -67,17 +68,7 @@ class MAPHead(keras.layers.Layer):
         self.mlp = MlpBlock(mlp_dim, dtype=self.dtype_policy, name="MlpBlock_0")
 
     def build(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                "`MAPHead` expects inputs of shape (batch, tokens, width). "
-                f"Received: input_shape={input_shape}"
-            )
-        width = input_shape[-1]
-        if width is None or width % self.num_heads:
-            raise ValueError(
-                "The input width must be divisible by `num_heads`. "
-                f"Received: width={width}, num_heads={self.num_heads}"
-            )
+        width = check_token_input("MAPHead", input_shape, self.num_heads)
         self.probe = self.add_weight(
             name="probe",
             shape=(1, 1, width),
