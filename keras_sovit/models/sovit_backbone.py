@@ -200,12 +200,15 @@ class SoViTBackbone(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(
-                config["dtype"]
-            )
-        return cls(**config)
+        return cls(**with_dtype_policy(config))
+
+
+def with_dtype_policy(config):
+    """A copy of a model config whose serialized `dtype` is a policy again."""
+    config = dict(config)
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+    return config
 
 
 def keep_dtype_policy(model, dtype):

@@ -4,6 +4,7 @@ import keras
 
 from keras_sovit.models.sovit_backbone import SoViTBackbone
 from keras_sovit.models.sovit_backbone import keep_dtype_policy
+from keras_sovit.models.sovit_backbone import with_dtype_policy
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_positive_int
 
@@ -165,11 +166,7 @@ class SoViTClassifier(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = with_dtype_policy(config)
         if isinstance(config["backbone"], dict):
             config["backbone"] = keras.layers.deserialize(config["backbone"])
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(
-                config["dtype"]
-            )
         return cls(**config)
