@@ -34,6 +34,7 @@ test-jax: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q keras-hub==0.32.0
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/block_ceiling.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/fit_accuracy.py
 	$(PY) benchmarks/search_efficiency.py

@@ -19,6 +19,7 @@ Usage:
 
     python benchmarks/throughput.py               # the reference setting
     python benchmarks/throughput.py --steps 3 --batch 32
+    python benchmarks/throughput.py --dtype_policy mixed_bfloat16 --no_xla
 
 keras-hub is a benchmark-only dependency:
 `pip install keras-hub==0.32.0`.
@@ -58,6 +59,11 @@ def parse_args(argv=None):
     parser.add_argument("--num_classes", type=int, default=1000)
     parser.add_argument("--matmul_size", type=int, default=2048)
     parser.add_argument("--skip_keras_hub", action="store_true")
+    parser.add_argument("--dtype_policy", default="float32",
+                        help="Keras dtype policy of both models, e.g. "
+                        "mixed_bfloat16")  # fmt: skip
+    parser.add_argument("--no_xla", action="store_true",
+                        help="compile both with jit_compile=False")  # fmt: skip
     args = parser.parse_args(argv)
     for name in ("steps", "warmup", "rounds", "batch"):
         if getattr(args, name) < (0 if name == "warmup" else 1):
@@ -91,21 +97,21 @@ def build_keras_hub(shape, image_size, num_classes):
     return keras.Model(images, logits, name="siglip_classifier")
 
 
-def compile_model(model):
+def compile_model(model, jit_compile=True):
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-4),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+        jit_compile=jit_compile,
     )
 
 
 class Runner:
     """One compiled model and its step timings."""
 
-    def __init__(self, name, model, x, y):
+    def __init__(self, name, model, x, y, jit_compile=True):
         self.name, self.model, self.x, self.y = name, model, x, y
         self.times, self.cpu_times = [], []
-        compile_model(model)
+        compile_model(model, jit_compile)
         start = time.perf_counter()
         model.train_on_batch(x, y)  # trace + XLA compile + first step
         self.first_step_s = time.perf_counter() - start
@@ -168,6 +174,7 @@ def machine_description():
 
 def main(argv=None):
     args = parse_args(argv)
+    keras.mixed_precision.set_dtype_policy(args.dtype_policy)
     shape = keras_sovit.ShapeSpec(
         args.width, args.depth, args.mlp_dim, args.num_heads, args.patch_size
     )
@@ -185,7 +192,8 @@ def main(argv=None):
     print(f"machine: {machine_description()}")
     print(
         f"shape: {shape}, {args.image_size}px, batch {args.batch}, "
-        f"{args.num_classes} classes, forward {forward:.3f} GFLOPs/image"
+        f"{args.num_classes} classes, forward {forward:.3f} GFLOPs/image, "
+        f"policy {args.dtype_policy}, XLA {not args.no_xla}"
     )
     runners = [
         Runner(
@@ -193,6 +201,7 @@ def main(argv=None):
             build_sovit(shape, args.image_size, args.num_classes),
             x,
             y,
+            not args.no_xla,
         )
     ]
     if not args.skip_keras_hub:
@@ -202,6 +211,7 @@ def main(argv=None):
                 build_keras_hub(shape, args.image_size, args.num_classes),
                 x,
                 y,
+                not args.no_xla,
             )
         )
     for runner in runners:

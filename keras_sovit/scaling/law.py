@@ -5,7 +5,6 @@ the compute-optimal x★(t) = (α a t^c / (β b))^(1/(a+b)) = O(t^s) with
 s = c / (a + b) (Eq. 4).
 """
 
-import numbers
 import warnings
 
 import numpy as np
@@ -14,8 +13,10 @@ from keras_sovit.scaling import _varpro
 from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_choice
 from keras_sovit.shapes import check_non_negative_int
 from keras_sovit.shapes import check_positive_int
+from keras_sovit.shapes import check_positive_number
 from keras_sovit.shapes import check_shape_spec
 
 PARAM_NAMES = ("alpha", "a", "beta", "b", "xi", "eps", "c")
@@ -138,28 +139,12 @@ class ShapeLaw(_Params):
         return f"ShapeLaw({args})"
 
     def _validate_params(self):
-        if self.loss not in LOSSES:
-            raise ValueError(
-                f"`loss` must be one of {list(LOSSES)}. "
-                f"Received: loss={self.loss!r}"
-            )
-        for name in ("huber_delta",):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, numbers.Real) or not value > 0:
-                raise ValueError(
-                    f"`{name}` must be positive. Received: {name}={value!r}"
-                )
+        check_choice("loss", self.loss, LOSSES)
+        for name in ("huber_delta", "fixed_c"):
+            if getattr(self, name) is not None:
+                check_positive_number(name, getattr(self, name))
         for name in ("n_starts", "grid_size"):
             check_positive_int(name, getattr(self, name))
-        if self.fixed_c is not None and not (
-            isinstance(self.fixed_c, numbers.Real) and self.fixed_c > 0
-        ):
-            raise ValueError(
-                "`fixed_c` must be None or positive. "
-                f"Received: fixed_c={self.fixed_c!r}"
-            )
 
     @property
     def _n_free(self):
@@ -239,13 +224,8 @@ class ShapeLaw(_Params):
             )
         values = {}
         for key in PARAM_NAMES:
-            value = params[key]
-            if not isinstance(value, numbers.Real) or not value > 0:
-                raise ValueError(
-                    f"`params[{key!r}]` must be positive. "
-                    f"Received: {value!r}"
-                )
-            values[key] = float(value)
+            values[key] = check_positive_number(f"params[{key!r}]",
+                                                params[key])
         law = cls(**kwargs)
         c = values["c"]
         coefs = [

@@ -24,8 +24,8 @@ def _check_number(name, value, allow_none=False):
             f"`{name}` must be a real number. Received: {name}={value!r}"
         )
     value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"`{name}` must not be NaN. Received: {name}={value}")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite. Received: {name}={value}")
     return value
 
 

@@ -1017,4 +1017,16 @@ class ShapeSearch(keras_tuner.Tuner):
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
+        _check_same_images(oracle, hypermodel)
         super().__init__(oracle, hypermodel, **kwargs)
+
+
+def _check_same_images(oracle, hypermodel):
+    """The oracle budgets compute at the size the hypermodel trains at."""
+    size = getattr(hypermodel, "image_size", None)
+    if size is not None and tuple(size) != tuple(oracle.image_size):
+        raise ValueError(
+            "`image_size` must match the hypermodel's images, or trials "
+            "would be budgeted for another image size. Received: "
+            f"image_size={oracle.image_size}, hypermodel image size {size}"
+        )

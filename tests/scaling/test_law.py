@@ -105,6 +105,33 @@ def test_shape_law_rejects_too_few_points_and_bad_args():
         ShapeLaw().fit(np.full(18, 10.0), t, y)
 
 
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(huber_delta=True), "huber_delta"),
+        (dict(huber_delta=float("inf")), "huber_delta"),
+        (dict(huber_delta=0.0), "huber_delta"),
+        (dict(fixed_c=True), "fixed_c"),
+        (dict(fixed_c=float("nan")), "fixed_c"),
+        (dict(fixed_c=-0.5), "fixed_c"),
+        (dict(n_starts=0), "n_starts"),
+        (dict(grid_size=2.5), "grid_size"),
+    ],
+)
+def test_shape_law_rejects_bad_params_by_name(kwargs, name):
+    x, t, y = _xty()
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        ShapeLaw(**kwargs).fit(x, t, y)
+
+
+def test_from_params_rejects_non_finite_values():
+    params = dict(alpha=2.0, a=0.5, beta=0.01, b=1.0, xi=1.0, eps=0.1, c=0.65)
+    law = ShapeLaw.from_params(params)
+    assert law.params["c"] == 0.65
+    with pytest.raises(ValueError, match="params\\['eps'\\]"):
+        ShapeLaw.from_params({**params, "eps": float("inf")})
+
+
 def test_non_convergence_warns_and_flags():
     x, t, y = _xty("width", noise=0.01)
     law = ShapeLaw(n_starts=1, grid_size=2)

@@ -49,6 +49,9 @@ def test_from_rows_validates():
         SweepResults.from_rows([bad])
     with pytest.raises(ValueError, match="metric_value"):
         SweepResults.from_rows([dict(rows[0], metric_value=float("nan"))])
+    for key in ("metric_value", "compute_gflops", "examples_seen"):
+        with pytest.raises(ValueError, match=f"`{key}` must be finite"):
+            SweepResults.from_rows([dict(rows[0], **{key: float("inf")})])
     with pytest.raises(ValueError, match="width"):
         SweepResults.from_rows([dict(rows[0], width=0)])
 

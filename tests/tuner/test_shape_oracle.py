@@ -510,6 +510,28 @@ def test_shape_search_builds_its_oracle(tmp_path):
     assert trial.hyperparameters.values["width"] == 608
 
 
+def test_shape_search_refuses_a_hypermodel_with_other_images(tmp_path):
+    def hypermodel(side):
+        return keras_sovit.tuner.SoViTHyperModel(
+            num_classes=10, image_shape=(side, side, 3)
+        )
+
+    with pytest.raises(ValueError, match="image_size=\\(224, 224\\)"):
+        keras_sovit.tuner.ShapeSearch(
+            hypermodel=hypermodel(112),
+            directory=str(tmp_path),
+            project_name="p",
+            **SEARCH,
+        )
+    tuner = keras_sovit.tuner.ShapeSearch(
+        hypermodel=hypermodel(112),
+        directory=str(tmp_path),
+        project_name="q",
+        **dict(SEARCH, image_size=112),
+    )
+    assert tuner.oracle.image_size == (112, 112)
+
+
 class Crash(BaseException):
     """Not an `Exception`: KerasTuner lets it through, like a kill."""
 
