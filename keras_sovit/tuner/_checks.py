@@ -1,11 +1,10 @@
 """Validation of the `ShapeOracle` constructor arguments."""
 
-import math
-
 import keras_tuner
 
-from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
+from keras_sovit.shapes import check_positive_number
+from keras_sovit.shapes import check_shape_spec
 from keras_sovit.tuner._common import CHECKPOINT_SEPARATOR
 from keras_sovit.tuner._common import DIMS
 from keras_sovit.tuner._common import TRIAL_HP_NAMES
@@ -46,32 +45,15 @@ def check_objective(objective):
     return objective
 
 
-def check_positive_float(name, value):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive number. Received: {name}={value!r}"
-        )
-    return number
-
-
 def optional_positive_float(name, value):
-    return None if value is None else check_positive_float(name, value)
+    return None if value is None else check_positive_number(name, value)
 
 
-def as_shape(name, value):
+def optional_shape(name, value):
     """A `ShapeSpec` from a `ShapeSpec`, a dict of its fields, or `None`."""
-    if value is None or isinstance(value, ShapeSpec):
-        return value
-    if isinstance(value, dict):
-        return ShapeSpec.from_dict(value)
-    raise ValueError(
-        f"`{name}` must be a ShapeSpec or a dict of its fields. "
-        f"Received: {name}={value!r}"
-    )
+    if value is None:
+        return None
+    return check_shape_spec(name, value, allow_dict=True)
 
 
 def check_grids(name, grids):
@@ -105,7 +87,7 @@ def check_exponents(exponents):
     out = {}
     for dim, value in exponents.items():
         check_choice("exponents", dim, DIMS)
-        out[dim] = check_positive_float(f"exponents['{dim}']", value)
+        out[dim] = check_positive_number(f"exponents['{dim}']", value)
     return out
 
 

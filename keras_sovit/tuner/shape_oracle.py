@@ -21,6 +21,7 @@ from keras_sovit.scaling import plan as plan_lib
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_choice
+from keras_sovit.shapes import check_positive_number
 from keras_sovit.shapes import image_hw
 from keras_sovit.tuner import _checks
 from keras_sovit.tuner import _proposals
@@ -190,7 +191,7 @@ class ShapeOracle(keras_tuner.Oracle):
         max_consecutive_failed_trials=3,
     ):
         objective = _checks.check_objective(objective)
-        self.target_compute = _checks.check_positive_float(
+        self.target_compute = check_positive_number(
             "target_compute", target_compute
         )
         self.image_size = image_hw(image_size)
@@ -210,7 +211,7 @@ class ShapeOracle(keras_tuner.Oracle):
         )
         self.validation_compute = None
         if self.validation_trials:
-            self.validation_compute = _checks.check_positive_float(
+            self.validation_compute = check_positive_number(
                 "validation_compute",
                 validation_compute or self._default_validation_compute(),
             )
@@ -246,7 +247,7 @@ class ShapeOracle(keras_tuner.Oracle):
     def _set_sweeps(self, star_center, star_grids, star_budgets, grid,
                     grid_budget, exponents, base_shape, base_compute):
         """Sets the sweep settings: the arguments, else `default_plan`'s."""
-        star_center = _checks.as_shape("star_center", star_center)
+        star_center = _checks.optional_shape("star_center", star_center)
         defaults = default_plan(
             self.target_compute, self.image_size, self.rounding, star_center
         )
@@ -258,7 +259,7 @@ class ShapeOracle(keras_tuner.Oracle):
                 "base_compute=None"
             )
         self.star_center = star_center or defaults["star_center"]
-        self.base_shape = _checks.as_shape("base_shape", base_shape)
+        self.base_shape = _checks.optional_shape("base_shape", base_shape)
         self.base_compute = _checks.optional_positive_float(
             "base_compute", base_compute
         )
@@ -271,11 +272,11 @@ class ShapeOracle(keras_tuner.Oracle):
         dims_given = self.star_grids if exponents is None else self.exponents
         self.dims = tuple(d for d in DIMS if d in dims_given)
         self.star_budgets = sorted(
-            _checks.check_positive_float("star_budgets", b)
+            check_positive_number("star_budgets", b)
             for b in (star_budgets or defaults["star_budgets"])
         )
         self.grid = _checks.check_grids("grid", grid or defaults["grid"])
-        self.grid_budget = _checks.check_positive_float(
+        self.grid_budget = check_positive_number(
             "grid_budget", grid_budget or defaults["grid_budget"]
         )
 
