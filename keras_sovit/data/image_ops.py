@@ -4,7 +4,7 @@ import numbers
 
 import tensorflow as tf
 
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import image_hw
 
 # big_vision's `inception_crop` defaults: area_min=5, area_max=100 (percent);
 # aspect ratios (width / height) are TF's sample_distorted_bounding_box

@@ -12,8 +12,8 @@ from keras_sovit.data.image_ops import INCEPTION_ASPECT_RATIO_RANGE
 from keras_sovit.data.image_ops import central_resize
 from keras_sovit.data.image_ops import check_range
 from keras_sovit.data.image_ops import inception_crop
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import image_hw
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -2,7 +2,7 @@ import math
 
 import keras
 
-from keras_sovit.shapes import check_positive_int
+from keras_sovit._validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

@@ -11,7 +11,7 @@ from keras_sovit.layers.sincos2d_position_embedding import (
     SinCos2DPositionEmbedding,
 )
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_positive_int
+from keras_sovit._validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from scipy import optimize
 
+from keras_sovit.scaling import formulas
+
 N_COEF = 6  # per group: alpha, a, beta, b, xi, eps (c is separate)
 COEF_FLOOR = 1e-9
 LOG_COEF_BOUNDS = (np.log(1e-12), np.log(1e8))
@@ -23,31 +25,6 @@ _SUBSETS = [
     for r in range(1, 5)
     for s in itertools.combinations(range(4), r)
 ]
-
-
-def check_positive_finite(name, values):
-    """Returns `values` as a float array; a ValueError unless all are > 0.
-
-    The fits work on relative errors and logarithms, so every value must
-    be a positive finite number.
-    """
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be an array of numbers. Received: "
-            f"{name}={values!r}"
-        )
-    if np.any(np.isnan(arr)):
-        raise ValueError(f"`{name}` contains NaN. Received: {name}={arr}")
-    bad = ~np.isfinite(arr) | (arr <= 0)
-    if np.any(bad):
-        raise ValueError(
-            f"`{name}` must be positive and finite. Received: "
-            f"{int(bad.sum())} bad values in {name}, the first "
-            f"{arr[bad][:3].tolist()}"
-        )
-    return arr
 
 
 def geomean(values, axis=None):
@@ -138,7 +115,7 @@ def _unpack(p, n_groups, fixed_c):
 def predict(coefs, c_value, u, v):
     """Eq. (2) in normalised units for one group's coefficient row."""
     alpha, a, beta, b, xi, eps = coefs
-    return alpha * u ** (-a) + (beta * u**b + xi) * v ** (-c_value) + eps
+    return formulas.eq2(u, v, alpha, a, beta, b, xi, eps, c_value)
 
 
 def _residuals(p, groups, fixed_c):

@@ -9,24 +9,24 @@ import warnings
 
 import numpy as np
 
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_non_negative_int
+from keras_sovit._validation import check_positive_finite_array
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
 from keras_sovit.scaling import _varpro
-from keras_sovit.scaling.plan import SCALED_DIMS
+from keras_sovit.scaling.formulas import EQ2_PARAMS as PARAM_NAMES
 from keras_sovit.scaling.results import SweepResults
+from keras_sovit.scaling.results import largest_compute_runs
+from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_non_negative_int
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import check_shape_spec
-
-PARAM_NAMES = ("alpha", "a", "beta", "b", "xi", "eps", "c")
-DIMS = SCALED_DIMS
 LOSSES = ("relative", "huber")
 
 
 def _check_fit_arrays(x, t, y, min_points):
     x, t, y = (
-        _varpro.check_positive_finite(name, value).ravel()
+        check_positive_finite_array(name, value).ravel()
         for name, value in (("x", x), ("t", t), ("y", y))
     )
     if not len(x) == len(t) == len(y):
@@ -449,7 +449,7 @@ class StarSweepFit:
 def _star_rows(results, center, dim, metric_name):
     """(x, t, y, is_center) arrays of the star sweep along `dim`."""
     xs, ts, ys, centre = [], [], [], []
-    others = [d for d in DIMS if d != dim]
+    others = [d for d in SCALED_DIMS if d != dim]
     for row in results:
         if row["metric_name"] != metric_name:
             continue
@@ -467,15 +467,6 @@ def _star_rows(results, center, dim, metric_name):
         np.array(ys, dtype=float),
         np.array(centre, dtype=bool),
     )
-
-
-def _largest_budget_mask(x, t):
-    """True for each model's (x value's) largest-compute run."""
-    mask = np.zeros(len(x), dtype=bool)
-    for value in np.unique(x):
-        idx = np.flatnonzero(x == value)
-        mask[idx[t[idx] == t[idx].max()]] = True
-    return mask
 
 
 def _resolve_metric(results, metric_name):
@@ -500,11 +491,11 @@ def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
         results = SweepResults.from_rows(results)
     center = check_shape_spec("center", center, allow_dict=True)
     dims = tuple(dims)
-    if not dims or any(d not in DIMS for d in dims) or len(set(dims)) != len(
+    if not dims or any(d not in SCALED_DIMS for d in dims) or len(set(dims)) != len(
         dims
     ):
         raise ValueError(
-            f"`dims` must be distinct names from {list(DIMS)}. "
+            f"`dims` must be distinct names from {list(SCALED_DIMS)}. "
             f"Received: dims={dims!r}"
         )
     if holdout not in ("center", "largest", None):
@@ -519,7 +510,7 @@ def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
 def fit_star_sweep(
     results,
     center,
-    dims=DIMS,
+    dims=SCALED_DIMS,
     shared_c=True,
     n_bootstrap=200,
     holdout="center",
@@ -591,7 +582,7 @@ def fit_star_sweep(
         if holdout == "center":
             held = is_center
         elif holdout == "largest":
-            held = _largest_budget_mask(x, t)
+            held = largest_compute_runs(x, t)
         else:
             held = np.zeros(len(x), dtype=bool)
         fit_mask = ~held

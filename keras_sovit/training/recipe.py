@@ -21,7 +21,7 @@ overridden.
 
 import keras
 
-from keras_sovit.shapes import check_choice
+from keras_sovit._validation import check_choice
 from keras_sovit.training.callbacks import ExamplesSeen
 from keras_sovit.training.optimizers import AdamWDecayMults
 from keras_sovit.training.optimizers import BigVisionAdafactor

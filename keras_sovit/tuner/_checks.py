@@ -2,9 +2,9 @@
 
 import keras_tuner
 
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import check_shape_spec
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
 from keras_sovit.tuner._common import CHECKPOINT_SEPARATOR
 from keras_sovit.tuner._common import DIMS
 from keras_sovit.tuner._common import TRIAL_HP_NAMES

@@ -4,7 +4,7 @@ import math
 
 from keras_sovit.scaling import plan as plan_lib
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import image_hw
 from keras_sovit.tuner._common import DIMS
 from keras_sovit.tuner._common import snap
 

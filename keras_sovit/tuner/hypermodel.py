@@ -9,8 +9,8 @@ import numpy as np
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_positive_int
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_positive_int
 from keras_sovit.tuner._common import COMPUTE_METRIC
 from keras_sovit.tuner._common import PHASE_HP
 from keras_sovit.tuner._common import PHASES

@@ -20,9 +20,9 @@ from keras_sovit.scaling import law as law_lib
 from keras_sovit.scaling import plan as plan_lib
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import image_hw
 from keras_sovit.tuner import _checks
 from keras_sovit.tuner import _proposals
 from keras_sovit.tuner import _report
