@@ -21,6 +21,7 @@ from keras_sovit.scaling.results import SweepResults
 from keras_sovit.scaling.results import largest_compute_runs
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
+
 LOSSES = ("relative", "huber")
 
 
@@ -491,9 +492,8 @@ def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
         results = SweepResults.from_rows(results)
     center = check_shape_spec("center", center, allow_dict=True)
     dims = tuple(dims)
-    if not dims or any(d not in SCALED_DIMS for d in dims) or len(set(dims)) != len(
-        dims
-    ):
+    unknown = any(d not in SCALED_DIMS for d in dims)
+    if not dims or unknown or len(set(dims)) != len(dims):
         raise ValueError(
             f"`dims` must be distinct names from {list(SCALED_DIMS)}. "
             f"Received: dims={dims!r}"
@@ -569,40 +569,12 @@ def fit_star_sweep(
         results, center, dims, holdout, n_bootstrap
     )
     metric_name = _resolve_metric(results, metric_name)
-    data = {}
     min_points = 6 if (shared_c and len(dims) > 1) else 7
-    for dim in dims:
-        x, t, y, is_center = _star_rows(results, center, dim, metric_name)
-        for name, arr in (("compute_gflops", t), ("metric_value", y)):
-            if len(arr) and (np.any(np.isnan(arr)) or np.any(arr <= 0)):
-                raise ValueError(
-                    f"Star sweep along {dim!r} has non-positive or NaN "
-                    f"`{name}` values: {arr}"
-                )
-        if holdout == "center":
-            held = is_center
-        elif holdout == "largest":
-            held = largest_compute_runs(x, t)
-        else:
-            held = np.zeros(len(x), dtype=bool)
-        fit_mask = ~held
-        if len(np.unique(x[fit_mask])) < 2:
-            raise ValueError(
-                f"Dimension {dim!r} was not swept around the centre: fewer "
-                "than 2 distinct values among the fitted runs. Received: "
-                f"{dim} values {sorted(set(x.tolist()))}"
-            )
-        if fit_mask.sum() < min_points:
-            raise ValueError(
-                f"Too few runs in the star sweep along {dim!r}: need at "
-                f"least {min_points}, got {int(fit_mask.sum())}"
-            )
-        if len(np.unique(t[fit_mask])) < 2:
-            raise ValueError(
-                f"Star sweep along {dim!r} needs at least 2 distinct compute "
-                f"values. Received: {sorted(set(t.tolist()))}"
-            )
-        data[dim] = (x, t, y, fit_mask)
+    data = {
+        dim: _star_data(results, center, dim, metric_name, holdout,
+                        min_points)
+        for dim in dims
+    }
     loss = "huber" if robust else "linear"
     t_all = np.concatenate([data[d][1][data[d][3]] for d in dims])
     t_ref = _varpro.geomean(t_all)
@@ -611,16 +583,11 @@ def fit_star_sweep(
     )
     holdout_errors, holdout_error = {}, {}
     if holdout is not None:
-        for dim in dims:
-            x, t, y, fit_mask = data[dim]
-            if (~fit_mask).any():
-                rel = laws[dim].predict(x[~fit_mask], t[~fit_mask])
-                rel = rel / y[~fit_mask] - 1.0
-                holdout_errors[dim] = rel.tolist()
-                holdout_error[dim] = float(np.mean(np.abs(rel)))
-            else:
-                holdout_errors[dim] = []
-                holdout_error[dim] = None
+        holdout_errors = {d: _holdout_errors(laws[d], *data[d]) for d in dims}
+        holdout_error = {
+            d: float(np.mean(np.abs(e))) if e else None
+            for d, e in holdout_errors.items()
+        }
     boot, intervals = _bootstrap(
         data, dims, shared_c, loss, huber_delta, t_ref, n_bootstrap,
         random_state, laws,
@@ -638,6 +605,49 @@ def fit_star_sweep(
     if not fit.converged:
         _varpro.warn_not_converged("fit_star_sweep")
     return fit
+
+
+def _star_data(results, center, dim, metric_name, holdout, min_points):
+    """(x, t, y, fit mask) of the star sweep along `dim`, validated."""
+    x, t, y, is_center = _star_rows(results, center, dim, metric_name)
+    for name, arr in (("compute_gflops", t), ("metric_value", y)):
+        if len(arr) and (np.any(np.isnan(arr)) or np.any(arr <= 0)):
+            raise ValueError(
+                f"Star sweep along {dim!r} has non-positive or NaN "
+                f"`{name}` values: {arr}"
+            )
+    if holdout == "center":
+        held = is_center
+    elif holdout == "largest":
+        held = largest_compute_runs(x, t)
+    else:
+        held = np.zeros(len(x), dtype=bool)
+    fit_mask = ~held
+    if len(np.unique(x[fit_mask])) < 2:
+        raise ValueError(
+            f"Dimension {dim!r} was not swept around the centre: fewer "
+            "than 2 distinct values among the fitted runs. Received: "
+            f"{dim} values {sorted(set(x.tolist()))}"
+        )
+    if fit_mask.sum() < min_points:
+        raise ValueError(
+            f"Too few runs in the star sweep along {dim!r}: need at "
+            f"least {min_points}, got {int(fit_mask.sum())}"
+        )
+    if len(np.unique(t[fit_mask])) < 2:
+        raise ValueError(
+            f"Star sweep along {dim!r} needs at least 2 distinct compute "
+            f"values. Received: {sorted(set(t.tolist()))}"
+        )
+    return x, t, y, fit_mask
+
+
+def _holdout_errors(law, x, t, y, fit_mask):
+    """Relative errors of `law` on the held-out runs (a list)."""
+    held = ~fit_mask
+    if not held.any():
+        return []
+    return (law.predict(x[held], t[held]) / y[held] - 1.0).tolist()
 
 
 def _groups_for(data, dims, t_ref, index=None):

@@ -85,7 +85,8 @@ class _Law:
                 "`computes` must be positive, one per shape. "
                 f"Received: computes={computes!r}"
             )
-        cols = {f: np.array([getattr(s, f) for s in shapes]) for f in SCALED_DIMS}
+        cols = {f: np.array([getattr(s, f) for s in shapes])
+                for f in SCALED_DIMS}
         patches = np.array([s.patch_size for s in shapes])
         return self.loss_array(
             cols["width"], cols["depth"], cols["mlp_dim"], computes, patches
@@ -351,7 +352,8 @@ def _paper_like_law(weight=0.04, xi=0.03, eps=0.08):
     t_ref = 1e11
     alpha = {d: weight * x_ref[d] ** a[d] for d in SCALED_DIMS}
     beta = {
-        d: weight * a[d] / b[d] * x_ref[d] ** (-b[d]) * t_ref**c for d in SCALED_DIMS
+        d: weight * a[d] / b[d] * x_ref[d] ** (-b[d]) * t_ref**c
+        for d in SCALED_DIMS
     }
     return DecomposableLaw(
         alpha=alpha,

@@ -6,11 +6,11 @@ import keras
 import keras_tuner
 import numpy as np
 
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_positive_int
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit._validation import check_choice
-from keras_sovit._validation import check_positive_int
 from keras_sovit.tuner.protocol import COMPUTE_METRIC
 from keras_sovit.tuner.protocol import DEFAULT_PHASES
 from keras_sovit.tuner.protocol import PHASE_HP

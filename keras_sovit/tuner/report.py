@@ -14,8 +14,8 @@ import tensorflow as tf
 from keras_tuner.engine.trial import TrialStatus
 
 from keras_sovit.shapes import SHAPE_FIELDS
-from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import PHASE_HP
+from keras_sovit.tuner.protocol import PhaseName
 
 logger = logging.getLogger("keras_sovit.tuner.shape_oracle")
 
