@@ -1,7 +1,8 @@
 import keras
 from keras import ops
 
-from keras_sovit.layers._checks import check_rate
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_rate
 from keras_sovit.layers._class_token import ClassToken
 from keras_sovit.layers.encoder_block import EncoderBlock
 from keras_sovit.layers.map_head import MAPHead
@@ -11,7 +12,6 @@ from keras_sovit.layers.sincos2d_position_embedding import (
     SinCos2DPositionEmbedding,
 )
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit._validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

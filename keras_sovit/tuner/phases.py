@@ -41,13 +41,13 @@ from keras_sovit.shapes import round_to_multiple
 from keras_sovit.tuner import proposals
 from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import trial_values
+from keras_sovit.tuner.registry import Registry
 from keras_sovit.tuner.state import plain
 
 logger = logging.getLogger("keras_sovit.tuner.shape_oracle")
 
 # Fewest successful star runs per dimension that the Eq. (2) fit accepts.
 _MIN_POINTS_PER_DIM = 7
-_PHASES = {}
 
 
 @dataclasses.dataclass
@@ -119,34 +119,21 @@ class Phase:
         return True
 
 
+_PHASES = Registry(Phase, "phases", reserved=(PhaseName.DONE.value,))
+
+
 def register_phase(cls):
     """Class decorator: makes `cls` usable by `cls.name` in a search."""
-    if not (isinstance(cls, type) and issubclass(cls, Phase)):
-        raise ValueError(
-            f"`cls` must be a Phase subclass. Received: cls={cls!r}"
-        )
-    name = cls.name
-    if not isinstance(name, str) or not name or name == PhaseName.DONE:
-        raise ValueError(
-            f"`{cls.__name__}.name` must be a non-empty str other than "
-            f"'done'. Received: name={name!r}"
-        )
-    _PHASES[str(name)] = cls
-    return cls
+    return _PHASES.register(cls)
 
 
 def phase_names():
-    return tuple(_PHASES)
+    return _PHASES.names()
 
 
 def get_phase(name):
     """A new instance of the phase registered as `name`."""
-    if name not in _PHASES:
-        raise ValueError(
-            f"`phases` must hold names among {list(_PHASES)}. Received: "
-            f"{name!r}"
-        )
-    return _PHASES[name]()
+    return _PHASES.create(name)
 
 
 @register_phase

@@ -34,6 +34,7 @@ from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import round_to_multiple
+from keras_sovit.tuner.registry import Registry
 
 logger = logging.getLogger("keras_sovit.tuner.shape_oracle")
 
@@ -44,8 +45,6 @@ NEIGHBOUR_FACTOR = 1.2
 # runs cannot show how dimensions interact, which only the joint law models.
 _AUTO_RATIO = 1.5
 _AUTO_SLACK = 0.005
-
-_RULES = {}
 
 
 @dataclasses.dataclass
@@ -105,34 +104,21 @@ class ProposalRule:
         raise NotImplementedError
 
 
+_RULES = Registry(ProposalRule, "proposal_method")
+
+
 def register_proposal_rule(cls):
     """Class decorator: makes `cls` selectable by `cls.name`."""
-    if not (isinstance(cls, type) and issubclass(cls, ProposalRule)):
-        raise ValueError(
-            "`cls` must be a ProposalRule subclass. Received: "
-            f"cls={cls!r}"
-        )
-    if not isinstance(cls.name, str) or not cls.name:
-        raise ValueError(
-            f"`{cls.__name__}.name` must be a non-empty str. Received: "
-            f"name={cls.name!r}"
-        )
-    _RULES[cls.name] = cls
-    return cls
+    return _RULES.register(cls)
 
 
 def rule_names():
-    return tuple(_RULES)
+    return _RULES.names()
 
 
 def get_proposal_rule(name):
     """A new instance of the rule registered as `name`."""
-    if name not in _RULES:
-        raise ValueError(
-            f"`proposal_method` must be one of {list(_RULES)}. Received: "
-            f"proposal_method={name!r}"
-        )
-    return _RULES[name]()
+    return _RULES.create(name)
 
 
 @register_proposal_rule
