@@ -120,20 +120,10 @@ class Phase:
 
 
 _PHASES = Registry(Phase, "phases", reserved=(PhaseName.DONE.value,))
-
-
-def register_phase(cls):
-    """Class decorator: makes `cls` usable by `cls.name` in a search."""
-    return _PHASES.register(cls)
-
-
-def phase_names():
-    return _PHASES.names()
-
-
-def get_phase(name):
-    """A new instance of the phase registered as `name`."""
-    return _PHASES.create(name)
+# `@register_phase` makes a Phase subclass usable by its `name`.
+register_phase = _PHASES.register
+phase_names = _PHASES.names
+get_phase = _PHASES.create
 
 
 @register_phase

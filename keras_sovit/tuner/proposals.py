@@ -105,20 +105,10 @@ class ProposalRule:
 
 
 _RULES = Registry(ProposalRule, "proposal_method")
-
-
-def register_proposal_rule(cls):
-    """Class decorator: makes `cls` selectable by `cls.name`."""
-    return _RULES.register(cls)
-
-
-def rule_names():
-    return _RULES.names()
-
-
-def get_proposal_rule(name):
-    """A new instance of the rule registered as `name`."""
-    return _RULES.create(name)
+# `@register_proposal_rule` makes a ProposalRule selectable by its `name`.
+register_proposal_rule = _RULES.register
+rule_names = _RULES.names
+get_proposal_rule = _RULES.create
 
 
 @register_proposal_rule

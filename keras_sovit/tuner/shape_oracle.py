@@ -1,10 +1,4 @@
-"""`ShapeOracle`: a KerasTuner oracle that follows the SoViT scaling law.
-
-The oracle walks a list of phases (`keras_sovit.tuner.phases`); what
-defines the search is a frozen `SearchConfig`, what it found is a
-`SearchState`, and the proposal comes from a registered proposal rule
-(`keras_sovit.tuner.proposals`). CONTRIBUTING.md describes the design.
-"""
+"""`ShapeOracle`: walks the search's phases (design: CONTRIBUTING.md)."""
 
 import logging
 
@@ -15,9 +9,7 @@ from keras_sovit.scaling import law as law_lib
 from keras_sovit.scaling.results import COMPUTE_METRIC
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.scaling.results import trial_rows
-from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import round_to_multiple
 from keras_sovit.tuner import phases as phases_lib
 from keras_sovit.tuner import report as report_lib
 from keras_sovit.tuner.config import SearchConfig
@@ -26,15 +18,12 @@ from keras_sovit.tuner.protocol import DEFAULT_PHASES
 from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
 from keras_sovit.tuner.protocol import PhaseName
+from keras_sovit.tuner.protocol import declare_hyperparameters
 from keras_sovit.tuner.protocol import values_key
 from keras_sovit.tuner.state import SearchState
 from keras_sovit.tuner.state import plain
 
 logger = logging.getLogger(__name__)
-
-# Upper ends of the declared Int grids of the shape dimensions.
-_DIM_LIMITS = {"width": 1 << 16, "depth": 1 << 12, "mlp_dim": 1 << 18}
-
 
 class ShapeOracle(keras_tuner.Oracle):
     """Searches the compute-optimal ViT shape by the paper's scaling law.
@@ -50,14 +39,13 @@ class ShapeOracle(keras_tuner.Oracle):
     exponents skip the star sweep, a given base shape the grid sweep) are
     passed over.
 
-    Every trial carries its shape (`width`, `depth`, `mlp_dim`,
-    `num_heads`, `patch_size`), its compute budget `compute_gflops`
+    Every trial carries its shape, its compute budget `compute_gflops`
     (examples seen × forward GFLOPs per example) and its `phase`, as plain
-    Python values on grids the oracle declares. The hypermodel (e.g.
-    `SoViTHyperModel`) reads them and reports the objective, optionally at
-    several compute checkpoints (`checkpoint_metric_name`); trials are read
-    by `keras_sovit.scaling.results.trial_rows`. Failed trials and NaN
-    values are left out of the fits (`excluded_trials`).
+    Python values (`keras_sovit.tuner.protocol`). The hypermodel (e.g.
+    `SoViTHyperModel`) reports the objective, optionally at compute
+    checkpoints (`checkpoint_metric_name`), read by
+    `keras_sovit.scaling.results.trial_rows`. Failed trials and NaN values
+    are left out of the fits (`excluded_trials`).
 
     Several workers may run one phase's trials in parallel; the oracle
     answers IDLE while a phase waits for running trials. Configuration and
@@ -144,7 +132,7 @@ class ShapeOracle(keras_tuner.Oracle):
         )
         super().__init__(
             objective=check_objective(objective), max_trials=None,
-            hyperparameters=self._declare_hyperparameters(), seed=seed,
+            hyperparameters=declare_hyperparameters(self.config), seed=seed,
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
@@ -162,7 +150,6 @@ class ShapeOracle(keras_tuner.Oracle):
 
     @property
     def state(self):
-        """The `SearchState`: plans and everything found so far."""
         return self._state
 
     @property
@@ -193,7 +180,6 @@ class ShapeOracle(keras_tuner.Oracle):
 
     @property
     def base_compute_(self):
-        """The compute x0 is optimal for."""
         return self._state.base_compute_
 
     @property
@@ -387,29 +373,6 @@ class ShapeOracle(keras_tuner.Oracle):
                 trial_id, reason,
             )
             self._state.excluded_trials_[trial_id] = reason
-
-    def _declare_hyperparameters(self):
-        config = self.config
-        hp = keras_tuner.HyperParameters()
-        default = min(config.sweep_shapes()[1:] or [config.template],
-                      key=lambda s: s.gflops(config.image_size))
-        for dim in SCALED_DIMS:
-            step = config.grid_steps[dim]
-            hp.Int(dim, step, round_to_multiple(_DIM_LIMITS[dim], step),
-                   step=step, default=int(getattr(default, dim)))
-        hp.Int("num_heads", 1, 1024, default=default.num_heads)
-        patch = config.template.patch_size
-        hp.Choice("patch_size", [patch], default=patch)
-        budgets = config.sweep_budgets + [config.target_compute]
-        if config.validation_compute is not None:
-            budgets.append(config.validation_compute)
-        low = min(budgets)
-        if low >= config.target_compute:
-            low = config.target_compute / 2
-        hp.Float(COMPUTE_METRIC, float(low), float(config.target_compute),
-                 sampling="log", default=float(low))
-        hp.Choice(PHASE_HP, list(config.phases), default=config.phases[0])
-        return hp
 
     def _write_report(self):
         if getattr(self, "_directory", None) is None:
