@@ -83,18 +83,14 @@ def grid_costs(u, v, y, a_grid, b_grid, c_grid):
     Returns cost (Nc, Na, Nb) and theta (Nc, Na, Nb, 4) with columns
     (α, β, ξ, ε) in normalised units.
     """
-    lu, lv = np.log(u), np.log(v)
-    inv_y = 1.0 / y
-    f_a = np.exp(-a_grid[:, None] * lu[None, :]) * inv_y  # (Na, n)
-    f_b = np.exp(b_grid[:, None] * lu[None, :])  # (Nb, n)
-    f_c = np.exp(-c_grid[:, None] * lv[None, :]) * inv_y  # (Nc, n)
-    n_c, n_a, n_b = len(c_grid), len(a_grid), len(b_grid)
+    terms = formulas.eq2_terms(
+        u, v, a_grid[None, :, None, None], b_grid[None, None, :, None],
+        c_grid[:, None, None, None],
+    )
     n = len(y)
-    A = np.empty((n_c, n_a, n_b, n, 4))
-    A[..., 0] = f_a[None, :, None, :]
-    A[..., 1] = f_b[None, None, :, :] * f_c[:, None, None, :]
-    A[..., 2] = f_c[:, None, None, :]
-    A[..., 3] = inv_y
+    shape = (len(c_grid), len(a_grid), len(b_grid), n)
+    A = np.stack([np.broadcast_to(term, shape) for term in terms], axis=-1)
+    A = A / y[:, None]
     G = np.einsum("...ni,...nj->...ij", A, A)
     r = A.sum(axis=-2)
     return _batched_nnls(G, r, n)
