@@ -13,13 +13,16 @@ from keras_sovit._validation import check_shape_spec
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
 
-NUMBER_FIELDS = ("compute_gflops", "examples_seen", "metric_value")
+NUMBER_FIELDS = ("compute_gflops", "examples_seen", "metric_value",
+                 "metric_se")
 CORE_FIELDS = SHAPE_FIELDS + NUMBER_FIELDS + ("metric_name",)
 DEFAULT_METRIC = "fewshot_10shot_error"
 COMPUTE_METRIC = "compute_gflops"
 EXAMPLES_METRIC = "examples_seen"
 CHECKPOINT_SEPARATOR = "@"
 COMPLETED = "COMPLETED"
+COOLED_METRIC = "cooled"
+STANDARD_ERROR_SUFFIX = "_se"
 
 
 def _check_number(name, value, allow_none=False):
@@ -45,6 +48,9 @@ def _normalise_row(row):
     )
     clean["metric_value"] = _check_number(
         "metric_value", row.get("metric_value")
+    )
+    clean["metric_se"] = check_number(
+        "metric_se", row.get("metric_se"), low=0.0, allow_none=True
     )
     name = row.get("metric_name", DEFAULT_METRIC)
     if not isinstance(name, str) or not name:
@@ -108,9 +114,13 @@ class SweepResults:
         metric_value,
         metric_name=DEFAULT_METRIC,
         examples_seen=None,
+        metric_se=None,
         **extra,
     ):
-        """Adds one measurement of `shape` at `compute_gflops`."""
+        """Adds one measurement of `shape` at `compute_gflops`.
+
+        `metric_se` is the value's standard error, when known.
+        """
         shape = check_shape_spec("shape", shape, allow_dict=True)
         row = shape.to_dict()
         row.update(
@@ -118,6 +128,7 @@ class SweepResults:
             examples_seen=examples_seen,
             metric_name=metric_name,
             metric_value=metric_value,
+            metric_se=metric_se,
         )
         row.update(extra)
         self._rows.append(_normalise_row(row))
@@ -270,6 +281,13 @@ def trial_rows(state, metric_name, image_size=None, pool_type="map"):
 
     At each compute the value kept is the last one reported there, never
     the best over steps; non-finite values and computes are left out.
+    Each row says whether it is a finished run (`cooled="true"`): the
+    trial's last reported value (the end of its schedule), or a checkpoint
+    reported with
+    `"cooled@<i>"` = 1 (measured at the end of a cooldown branch). Other
+    values were taken mid-schedule (`cooled="false"`): the fits leave them
+    out. `"<metric>_se"` (at the same step or checkpoint) becomes
+    `metric_se`; the trial's `seed` hyperparameter, if any, `seed`.
 
     Args:
         state: dict. A trial's state: `keras_tuner` `Trial.get_state()`,
@@ -290,23 +308,31 @@ def trial_rows(state, metric_name, image_size=None, pool_type="map"):
         return []
     metrics = state.get("metrics", {}).get("metrics", {})
     observed = _history(metrics, metric_name, values.get(COMPUTE_METRIC))
-    for compute, value, examples in _checkpoints(metrics, metric_name):
-        observed.setdefault(compute, (value, examples))
+    for compute, point in _checkpoints(metrics, metric_name):
+        # At one compute, a finished (cooled) value wins over another.
+        if compute not in observed or (
+            point[COOLED_METRIC] == "true"
+            and observed[compute][COOLED_METRIC] == "false"
+        ):
+            observed[compute] = point
     shape = ShapeSpec.from_dict(values)
     base = dict(shape.to_dict(), metric_name=metric_name,
                 trial_id=str(state.get("trial_id")))
-    if isinstance(values.get("phase"), str):
-        base["phase"] = values["phase"]
+    for key in ("phase", "seed"):
+        if isinstance(values.get(key), (str, int)):
+            base[key] = str(values[key])
     rows = []
     for compute in sorted(observed):
-        value, examples = observed[compute]
-        if not (_finite(value) and _finite(compute) and compute > 0):
+        point = observed[compute]
+        if not (_finite(point["metric_value"]) and _finite(compute)
+                and compute > 0):
             continue
         if image_size is not None:
-            examples = round(compute / shape.gflops(
+            point["examples_seen"] = round(compute / shape.gflops(
                 image_size, pool_type=pool_type, strict=False))
-        rows.append(dict(base, compute_gflops=compute, metric_value=value,
-                         examples_seen=examples))
+        if not _finite(point["metric_se"]):
+            point["metric_se"] = None
+        rows.append(dict(base, compute_gflops=compute, **point))
     return rows
 
 
@@ -348,10 +374,11 @@ def _observations(metrics, name):
 
 
 def _history(metrics, name, budget):
-    """{compute: (value, examples)} from the metric's step history."""
+    """{compute: point} from the metric's step history."""
     observed = _observations(metrics, name)
     computes = _observations(metrics, COMPUTE_METRIC)
     examples = _observations(metrics, EXAMPLES_METRIC)
+    errors = _observations(metrics, name + STANDARD_ERROR_SUFFIX)
     out = {}
     last = max(observed) if observed else None
     for step in sorted(observed):
@@ -359,22 +386,32 @@ def _history(metrics, name, budget):
         if compute is None and step == last and budget is not None:
             compute = float(budget)
         if compute is not None:
-            out[compute] = (observed[step], examples.get(step))
+            # The last step ends the trial's schedule: a finished run.
+            out[compute] = _point(observed[step], errors.get(step),
+                                  examples.get(step), step == last)
     return out
 
 
 def _checkpoints(metrics, name):
-    """(compute, value, examples) of each `"<name>@<i>"` checkpoint."""
+    """(compute, point) of each `"<name>@<i>"` checkpoint."""
     index = 0
     while checkpoint_metric_name(name, index) in metrics:
-        value = _last(metrics, checkpoint_metric_name(name, index))
-        compute = _last(metrics, checkpoint_metric_name(COMPUTE_METRIC, index))
-        examples = _last(
-            metrics, checkpoint_metric_name(EXAMPLES_METRIC, index)
-        )
+        def last(metric):
+            return _last(metrics, checkpoint_metric_name(metric, index))
+
+        compute = last(COMPUTE_METRIC)
         if compute is not None:
-            yield compute, value, examples
+            yield compute, _point(
+                last(name), last(name + STANDARD_ERROR_SUFFIX),
+                last(EXAMPLES_METRIC), last(COOLED_METRIC) == 1.0,
+            )
         index += 1
+
+
+def _point(value, se, examples, cooled):
+    return {"metric_value": value, "metric_se": se,
+            "examples_seen": examples,
+            COOLED_METRIC: "true" if cooled else "false"}
 
 
 def _last(metrics, name):

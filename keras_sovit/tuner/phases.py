@@ -58,9 +58,10 @@ class SearchContext:
         config: `keras_sovit.tuner.SearchConfig`. Frozen settings.
         state: `keras_sovit.tuner.SearchState`. Mutable; phases write
             their results here.
-        observe: callable `(phases) -> SweepResults`: the observations of
-            the completed trials of the given phase names (failed trials
-            and missing values are recorded in `state.excluded_trials_`).
+        observe: callable `(phases) -> SweepResults`: the finished runs
+            (values at the end of a schedule or of a cooldown branch) of
+            the completed trials of the given phase names; failed trials
+            and missing values are recorded in `state.excluded_trials_`.
         seed: int. Seed for fits.
     """
 

@@ -159,7 +159,7 @@ class ShapeOracle(keras_tuner.Oracle):
 
     @property
     def control(self):
-        """The standard-shaped ViT of equal compute, or `None`."""
+        """The standard ViT (MLP = 4 × width) of equal compute, or `None`."""
         return self._shape(self._state.proposals_.get("control"))
 
     @property
@@ -311,7 +311,8 @@ class ShapeOracle(keras_tuner.Oracle):
 
     def _context(self):
         return phases_lib.SearchContext(
-            config=self.config, state=self._state, observe=self._observe,
+            config=self.config, state=self._state,
+            observe=lambda phases: self._observe(phases, finished=True),
             seed=int(self.seed) % (2**31),
         )
 
@@ -348,8 +349,11 @@ class ShapeOracle(keras_tuner.Oracle):
     # ------------------------------------------------------------------
     # Observations, hyperparameters and files.
 
-    def _observe(self, phases=None):
-        """Rows of the completed trials of `phases` (all when `None`)."""
+    def _observe(self, phases=None, finished=False):
+        """Rows of the completed trials of `phases` (all when `None`).
+
+        With `finished`, only finished runs (`cooled="true"` rows).
+        """
         results = SweepResults()
         for trial_id in sorted(self.trials, key=lambda i: (len(i), i)):
             trial = self.trials[trial_id]
@@ -363,7 +367,8 @@ class ShapeOracle(keras_tuner.Oracle):
                               self.config.image_size)
             if trial.status == TrialStatus.COMPLETED and not rows:
                 self._exclude(trial_id, "no finite objective value")
-            results.extend(rows)
+            results.extend(r for r in rows
+                           if not finished or r["cooled"] == "true")
         return results
 
     def _exclude(self, trial_id, reason):

@@ -216,3 +216,27 @@ def _declare(hp):
     hp.Float("compute_gflops", 1.0, 1e13)
     hp.Choice("phase", ["star", "grid", "validation", "final"])
     return None
+
+
+def test_mid_schedule_values_are_kept_out_of_the_fits(tmp_path):
+    oracle = ShapeOracle(**GIVEN)
+    oracle._set_project_dir(str(tmp_path), "p")
+    trial = oracle.create_trial("tuner0")
+    budget = trial.hyperparameters.values["compute_gflops"]
+    # Mid-schedule (no cooldown yet): not a finished run of budget / 2.
+    oracle.update_trial(trial.trial_id, {
+        METRIC: 0.9, "compute_gflops": budget / 2}, step=0)
+    oracle.update_trial(trial.trial_id, {
+        METRIC: 0.5, "compute_gflops": budget,
+        f"{METRIC}@0": 0.6, f"{METRIC}_se@0": 0.01,
+        "compute_gflops@0": budget / 4, "cooled@0": 1.0,
+    }, step=1)
+    trial.status = TrialStatus.COMPLETED
+    oracle.end_trial(trial)
+    rows = {r["compute_gflops"]: r for r in oracle.results()}
+    assert sorted(rows) == [budget / 4, budget / 2, budget]
+    assert rows[budget / 2]["cooled"] == "false"
+    assert rows[budget / 4]["cooled"] == "true"
+    assert rows[budget / 4]["metric_se"] == 0.01
+    fitted = oracle._observe(finished=True)
+    assert sorted(r["compute_gflops"] for r in fitted) == [budget / 4, budget]

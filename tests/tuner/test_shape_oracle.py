@@ -52,16 +52,24 @@ def make_oracle(**kwargs):
 
 
 def observe(law, trial, noise=0.01):
-    """The law's answer at the trial's compute and at half of it."""
+    """The law's answer at the trial's compute and, cooled, at half of it.
+
+    As a branched run reports it: the half-budget value is a checkpoint
+    measured at the end of its own cooldown (`cooled@0`), so it is a
+    finished run of that budget.
+    """
     values = trial.hyperparameters.values
     shape = keras_sovit.ShapeSpec.from_dict(values)
     compute = values["compute_gflops"]
     rng = np.random.default_rng(int(trial.trial_id))
-    out = []
-    for step, t in enumerate((compute / 2, compute)):
-        value = law.loss(shape, t) * (1 + noise * rng.standard_normal())
-        out.append((step, {METRIC: value, "compute_gflops": t}))
-    return out
+    half, full = (law.loss(shape, t) * (1 + noise * rng.standard_normal())
+                  for t in (compute / 2, compute))
+    return [(0, {
+        METRIC: full, "compute_gflops": compute,
+        checkpoint_metric_name(METRIC, 0): half,
+        checkpoint_metric_name("compute_gflops", 0): compute / 2,
+        checkpoint_metric_name("cooled", 0): 1.0,
+    })]
 
 
 def run(oracle, law, stop_after=None, fail=(), nan=(), leave_running=False):
@@ -559,14 +567,8 @@ class SimulatedHyperModel(keras_tuner.HyperModel):
         trial = type("T", (), {})()
         trial.hyperparameters = hp
         trial.trial_id = self.trial_id(hp)
-        (_, half), (_, full) = observe(PAPER_LIKE_LAW, trial)
-        return {
-            METRIC: full[METRIC],
-            "compute_gflops": full["compute_gflops"],
-            checkpoint_metric_name(METRIC, 0): half[METRIC],
-            checkpoint_metric_name("compute_gflops", 0):
-                half["compute_gflops"],
-        }
+        ((_, metrics),) = observe(PAPER_LIKE_LAW, trial)
+        return metrics
 
     def trial_id(self, hp):
         return self.ids[json.dumps(hp.values, sort_keys=True)]
