@@ -63,27 +63,28 @@ def _features(form, exps, x, t, examples):
     return np.stack(terms, axis=1)
 
 
-def _solve_weights(phi, y):
-    """Non-negative weights minimising the relative error (projection)."""
-    design = phi / y[:, None]
+def _solve_weights(phi, y, w):
+    """Non-negative coefficients minimising Σ w (f / y − 1)² (projection)."""
+    root = np.sqrt(w)
+    design = phi * (root / y)[:, None]
     scale = np.linalg.norm(design, axis=0)
     scale[scale == 0] = 1.0
-    weights, _ = optimize.nnls(design / scale, np.ones_like(y))
+    weights, _ = optimize.nnls(design / scale, root)
     return weights / scale
 
 
-def _residuals(log_exps, form, x, t, examples, y):
+def _residuals(log_exps, form, x, t, examples, y, w):
     phi = _features(form, np.exp(log_exps), x, t, examples)
-    weights = _solve_weights(phi, y)
-    return phi @ weights / y - 1.0
+    weights = _solve_weights(phi, y, w)
+    return (phi @ weights / y - 1.0) * np.sqrt(w)
 
 
-def _fit_form(form, x, t, examples, y, n_starts, n_candidates, rng):
+def _fit_form(form, x, t, examples, y, w, n_starts, n_candidates, rng):
     """Variable projection: exponents by least squares, weights by NNLS."""
     lo, hi = _exponent_bounds(form)
     candidates = rng.uniform(lo, hi, size=(n_candidates, lo.size))
     scores = [
-        np.sum(_residuals(c, form, x, t, examples, y) ** 2)
+        np.sum(_residuals(c, form, x, t, examples, y, w) ** 2)
         for c in candidates
     ]
     best = None
@@ -92,14 +93,14 @@ def _fit_form(form, x, t, examples, y, n_starts, n_candidates, rng):
             _residuals,
             start,
             bounds=(lo, hi),
-            args=(form, x, t, examples, y),
+            args=(form, x, t, examples, y, w),
             x_scale=1.0,
             max_nfev=400,
         )
         if best is None or result.cost < best.cost:
             best = result
     exps = np.exp(best.x)
-    weights = _solve_weights(_features(form, exps, x, t, examples), y)
+    weights = _solve_weights(_features(form, exps, x, t, examples), y, w)
     return exps, weights, bool(best.status > 0)
 
 
@@ -158,7 +159,8 @@ class JointLaw(_Params):
       f(x, t) = Σ_k α_k x_k^(−a_k) + B (t / GFLOPs(x))^(−c) + ε,
       where t / GFLOPs(x) is the number of examples seen.
 
-    `fit` minimises the relative error (the paper's criterion) by variable
+    `fit` minimises the relative error (the paper's criterion), each point
+    weighted by its measured variance when rows carry `metric_se`, by variable
     projection: the exponents are searched with `scipy.optimize.
     least_squares` from the best of many random starts, and for each
     candidate the coefficients solve a non-negative least-squares problem.
@@ -250,7 +252,8 @@ class JointLaw(_Params):
         y = check_positive_finite_array(
             "metric_value", [float(r["metric_value"]) for r in rows]
         )
-        return shapes, t, y
+        w = _varpro.relative_weights(y, [r.get("metric_se") for r in rows])
+        return shapes, t, y, w
 
     def _design(self, shapes):
         x = np.array(
@@ -262,7 +265,7 @@ class JointLaw(_Params):
     def _gflops(self, shape):
         return shape.gflops(self.image_size, pool_type=self.pool_type)
 
-    def _fit_one(self, form, x, t, examples, y, rng):
+    def _fit_one(self, form, x, t, examples, y, w, rng):
         ref = {
             "x": _varpro.geomean(x, axis=0),
             "t": _varpro.geomean(t),
@@ -274,13 +277,15 @@ class JointLaw(_Params):
             t / ref["t"],
             examples / ref["examples"],
             y,
+            w,
             self.n_starts,
             self.n_candidates,
             rng,
         )
         return _to_params(form, exps, weights, ref), converged
 
-    def _holdout_errors(self, forms, held, needed, x, t, examples, y, rng):
+    def _holdout_errors(self, forms, held, needed, x, t, examples, y, w,
+                        rng):
         """Mean |relative error| on the `held` runs of each form."""
         train = ~held
         if train.sum() < needed + 2:
@@ -291,7 +296,8 @@ class JointLaw(_Params):
         errors = {}
         for form in forms:
             params, _ = self._fit_one(
-                form, x[train], t[train], examples[train], y[train], rng
+                form, x[train], t[train], examples[train], y[train],
+                w[train], rng,
             )
             pred = _law_value(form, params, x[held], t[held], examples[held])
             errors[form] = float(np.mean(np.abs(pred / y[held] - 1.0)))
@@ -300,7 +306,7 @@ class JointLaw(_Params):
     def fit(self, results):
         """Fits the law to `SweepResults` or an iterable of row dicts."""
         self._validate()
-        shapes, t, y = self._arrays(results)
+        shapes, t, y, w = self._arrays(results)
         forms = FORMS if self.form == "auto" else (self.form,)
         needed = max(_n_params(f) for f in forms)
         if len(y) < needed + 2:
@@ -316,11 +322,11 @@ class JointLaw(_Params):
         if len(forms) > 1:
             held = largest_compute_runs(shapes, t)
             self.holdout_error_ = self._holdout_errors(
-                forms, held, needed, x, t, examples, y, rng
+                forms, held, needed, x, t, examples, y, w, rng
             )
             form = min(self.holdout_error_, key=self.holdout_error_.get)
         self.params_, self.converged_ = self._fit_one(
-            form, x, t, examples, y, rng
+            form, x, t, examples, y, w, rng
         )
         self.form_ = form
         pred = _law_value(form, self.params_, x, t, examples)

@@ -17,6 +17,7 @@ from keras_sovit._validation import check_choice
 from keras_sovit._validation import check_dim_dict
 from keras_sovit._validation import check_grids
 from keras_sovit._validation import check_non_negative_int
+from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit._validation import check_shape_spec
 from keras_sovit._validation import image_hw
@@ -32,7 +33,12 @@ from keras_sovit.tuner.defaults import default_plan
 from keras_sovit.tuner.protocol import DEFAULT_PHASES
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
 
-FINAL_TRIALS = ("proposal", "control")
+# Final-trial roles: the proposal; "control", a standard ViT (MLP = 4 ×
+# width) of the proposal's per-example compute; "standard", a
+# standard-aspect ViT chosen without the proposal; "x0", the grid optimum.
+FINAL_TRIALS = ("proposal", "control", "standard", "x0")
+# Budgets of each grid trial's one run when budgets are branched.
+GRID_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +70,9 @@ class SearchConfig:
     n_bootstrap: int
     max_grid_extensions: int
     phases: tuple
+    replicates: int
+    final_seeds: int
+    branch_budgets: object
 
     @classmethod
     def create(
@@ -73,6 +82,7 @@ class SearchConfig:
         final_trials=("proposal",), proposal_method="auto",
         validation_trials=False, validation_compute=None, image_size=224,
         n_bootstrap=200, max_grid_extensions=8, phases=DEFAULT_PHASES,
+        replicates=1, final_seeds=1, branch_budgets=None,
     ):
         """Validates the arguments of `ShapeOracle`; returns the config."""
         target_compute = check_positive_number(
@@ -107,6 +117,10 @@ class SearchConfig:
                 "max_grid_extensions", max_grid_extensions
             ),
             phases=_phase_names(phases),
+            replicates=check_positive_int("replicates", replicates),
+            final_seeds=check_positive_int("final_seeds", final_seeds),
+            branch_budgets=check_bool("branch_budgets", branch_budgets,
+                                      allow_none=True),
             **sweeps,
         )
         if config.validation_trials:
@@ -165,6 +179,18 @@ class SearchConfig:
         return plan_lib.grid_sweep_plan(
             grid or self.grid, self.grid_budget, self.template
         )
+
+    def star_fractions(self):
+        """Budgets of a branched star trial, as fractions of the largest."""
+        top = max(self.star_budgets)
+        return tuple(b / top for b in self.star_budgets)
+
+    def budget_ladders(self):
+        """Every `budget_fractions` value a trial of this search may get."""
+        ladders = [(1.0,), GRID_FRACTIONS]
+        if self.run_star:
+            ladders.append(self.star_fractions())
+        return ladders
 
     def sweep_shapes(self):
         shapes = [self.star_center]
