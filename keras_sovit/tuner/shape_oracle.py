@@ -6,15 +6,15 @@ import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
 from keras_sovit.scaling import law as law_lib
-from keras_sovit.scaling.results import COMPUTE_METRIC
-from keras_sovit.scaling.results import SweepResults
-from keras_sovit.scaling.results import trial_rows
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.tuner import phases as phases_lib
 from keras_sovit.tuner import report as report_lib
+from keras_sovit.tuner import trials as trials_lib
 from keras_sovit.tuner.config import SearchConfig
 from keras_sovit.tuner.config import check_objective
+from keras_sovit.tuner.protocol import BUDGET_FRACTIONS_HP
 from keras_sovit.tuner.protocol import DEFAULT_PHASES
+from keras_sovit.tuner.protocol import OPTIONAL_HP_NAMES
 from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
 from keras_sovit.tuner.protocol import PhaseName
@@ -199,12 +199,8 @@ class ShapeOracle(keras_tuner.Oracle):
 
     @property
     def compute_spent(self):
-        """GFLOPs of the budgets of all completed trials (for progress)."""
-        return float(sum(
-            t.hyperparameters.values[COMPUTE_METRIC]
-            for t in self.trials.values()
-            if t.status == TrialStatus.COMPLETED
-        ))
+        """GFLOPs trained by all completed trials (`trials.compute_spent`)."""
+        return trials_lib.compute_spent(self.trials)
 
     def results(self, phase=None):
         """All observations as `keras_sovit.scaling.SweepResults`.
@@ -228,7 +224,8 @@ class ShapeOracle(keras_tuner.Oracle):
             "method": self.method,
             "proposal": self._state.proposals_.get("target"),
             "control": self._state.proposals_.get("control"),
-            "final_results": report_lib.final_scores(self.trials),
+            "final_results": trials_lib.final_scores(
+                self.trials, PhaseName.FINAL.value),
         })
 
     # ------------------------------------------------------------------
@@ -247,6 +244,8 @@ class ShapeOracle(keras_tuner.Oracle):
                 self._state.phase = self._next_phase(phase.name)
             else:
                 self._state.plans.pop(phase.name)
+            if self._state.stopped_:
+                self._state.phase = PhaseName.DONE.value
             self._write_report()
         return {"status": TrialStatus.STOPPED, "values": None}
 
@@ -259,6 +258,7 @@ class ShapeOracle(keras_tuner.Oracle):
     def update_space(self, hyperparameters):
         names = {hp.name for hp in hyperparameters.space}
         if names and not self._state.space_checked:
+            self._state.branch_budgets_ = BUDGET_FRACTIONS_HP in names
             missing = [n for n in TRIAL_HP_NAMES if n not in names]
             if missing:
                 raise ValueError(
@@ -280,7 +280,8 @@ class ShapeOracle(keras_tuner.Oracle):
         if self._state.space_checked:
             return space
         hps = keras_tuner.HyperParameters()
-        hps.merge([hp for hp in space.space if hp.name not in TRIAL_HP_NAMES])
+        own = TRIAL_HP_NAMES + OPTIONAL_HP_NAMES
+        hps.merge([hp for hp in space.space if hp.name not in own])
         return hps
 
     def get_state(self):
@@ -313,7 +314,7 @@ class ShapeOracle(keras_tuner.Oracle):
         return phases_lib.SearchContext(
             config=self.config, state=self._state,
             observe=lambda phases: self._observe(phases, finished=True),
-            seed=int(self.seed) % (2**31),
+            seed=int(self.seed) % (2**31), trial_metrics=self._metrics,
         )
 
     def _next_phase(self, current):
@@ -350,26 +351,13 @@ class ShapeOracle(keras_tuner.Oracle):
     # Observations, hyperparameters and files.
 
     def _observe(self, phases=None, finished=False):
-        """Rows of the completed trials of `phases` (all when `None`).
+        return trials_lib.observations(
+            self.trials, self.objective.name, self.config.image_size,
+            phases, finished, self._exclude,
+        )
 
-        With `finished`, only finished runs (`cooled="true"` rows).
-        """
-        results = SweepResults()
-        for trial_id in sorted(self.trials, key=lambda i: (len(i), i)):
-            trial = self.trials[trial_id]
-            if phases is not None and (
-                trial.hyperparameters.values.get(PHASE_HP) not in phases
-            ):
-                continue
-            if trial.status == TrialStatus.FAILED:
-                self._exclude(trial_id, "trial failed")
-            rows = trial_rows(trial.get_state(), self.objective.name,
-                              self.config.image_size)
-            if trial.status == TrialStatus.COMPLETED and not rows:
-                self._exclude(trial_id, "no finite objective value")
-            results.extend(r for r in rows
-                           if not finished or r["cooled"] == "true")
-        return results
+    def _metrics(self, phase):
+        return trials_lib.final_metrics(self.trials, phase)
 
     def _exclude(self, trial_id, reason):
         if trial_id not in self._state.excluded_trials_:
