@@ -262,8 +262,11 @@ class BranchedRun:
     Attributes (after `run`):
         records: the list `run` returned.
         charged_gflops: float. Compute the run trained in all.
-        train_traces: int or `None`. Times the train step was traced
-            (compiled) during the run; `None` if the model already had a
+        train_traces: int or `None`. Python executions of the model's
+            `train_step` during the run: the number of traces (compiles)
+            when the step is compiled (TensorFlow graphs, JAX `jit`), the
+            number of steps when it runs eagerly (torch, or
+            `jit_compile=False` on JAX); `None` if the model already had a
             train function.
         train_seconds, eval_seconds: wall time training and evaluating.
 

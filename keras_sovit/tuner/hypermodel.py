@@ -37,7 +37,8 @@ class SoViTHyperModel(keras_tuner.HyperModel):
     (`keras_sovit.training.BranchedRun`): budget `i` is
     `fraction_i * compute_gflops` for the fractions of `checkpoints`, or of
     the optional `budget_fractions` hyperparameter (a string such as
-    `"0.25,0.5,1"`). The run follows the recipe's main phase and cools down
+    `"0.25,0.5,1"`); budgets that buy no whole step, or the same steps as a
+    larger one, are dropped (`feasible_budgets`). The run follows the recipe's main phase and cools down
     a branch at each budget over `cooldown_fraction` of its steps, so every
     reported value is that of a finished (cooled) run. `build` compiles one
     model per trial (the train step is traced once for all budgets).
@@ -259,18 +260,46 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         budget = float(hp.get(COMPUTE_METRIC))
         return [budget * f for f in fractions]
 
+    def feasible_budgets(self, hp):
+        """The trial's budgets that buy at least one step, one per step.
+
+        A smaller budget that buys no whole step, or the same number of
+        steps as a larger one, is dropped (so `"<metric>@0"` is the
+        smallest feasible budget). Raises
+        `keras_tuner.errors.FailedTrialError` (the trial fails without
+        retries) when even the largest budget buys less than one step.
+        """
+        per_step = self.batch_size * self.gflops_per_example(self.shape(hp))
+        by_steps = {}
+        for budget in self.budgets(hp):
+            steps = int(budget / per_step * (1 + 1e-9))
+            if steps >= 1:
+                by_steps[steps] = budget
+        if not by_steps:
+            from keras_sovit.training import steps_for_budget
+
+            try:
+                steps_for_budget(
+                    self.budgets(hp)[-1], per_step / self.batch_size,
+                    self.batch_size,
+                )
+            except ValueError as error:
+                raise keras_tuner.errors.FailedTrialError(
+                    str(error)
+                ) from error
+        return [by_steps[s] for s in sorted(by_steps)]
+
     def plan(self, hp):
         """The trial's `keras_sovit.training.branch_plan`.
 
-        Raises `keras_tuner.errors.FailedTrialError` (the trial fails
-        without retries) when a budget buys less than one step or two
-        budgets buy the same number of steps.
+        Raises `keras_tuner.errors.FailedTrialError` when the largest
+        budget buys less than one step.
         """
         from keras_sovit.training import branch_plan
 
         try:
             return branch_plan(
-                self.budgets(hp),
+                self.feasible_budgets(hp),
                 self.gflops_per_example(self.shape(hp)),
                 self.batch_size,
                 self.cooldown_fraction,
@@ -333,11 +362,10 @@ class SoViTHyperModel(keras_tuner.HyperModel):
                 "a metric. Received: validation_data=None"
             )
         data = x(self.seed(hp)) if callable(x) else x
-        self.plan(hp)  # FailedTrialError before training, if infeasible.
         run = BranchedRun(
             model,
             data,
-            self.budgets(hp),
+            self.feasible_budgets(hp),
             self.gflops_per_example(self.shape(hp)),
             self.batch_size,
             cooldown_fraction=self.cooldown_fraction,
