@@ -1,6 +1,7 @@
 """Evaluators with standard errors: validation loss, linear probes."""
 
 from keras_sovit.evaluation._common import crossed_mean_se
+from keras_sovit.evaluation._common import feature_cache
 from keras_sovit.evaluation._common import stratified_subset
 from keras_sovit.evaluation.fewshot import FewShotEvaluator
 from keras_sovit.evaluation.fewshot import fewshot_error
@@ -14,6 +15,7 @@ __all__ = [
     "LinearProbeEvaluator",
     "ValidationEvaluator",
     "crossed_mean_se",
+    "feature_cache",
     "fewshot_error",
     "per_example_loss",
     "select_l2",

@@ -1,7 +1,12 @@
 """Data loading, feature extraction and standard errors for evaluators."""
 
+import contextlib
+
 import keras
 import numpy as np
+
+# Features memoised within one `feature_cache()` block (one model state).
+_CACHE = []
 
 
 def to_int_labels(labels):
@@ -61,7 +66,21 @@ def as_labels(name, value, num_examples):
 
 
 def load_arrays(data, batch_size, name):
-    """All `(images, int labels)` of a one-pass dataset, as arrays."""
+    """All `(images, int labels)` of a one-pass dataset, as arrays.
+
+    A tuple of arrays comes back as the same image array (not a copy), so
+    evaluators given one array share its features in a `feature_cache`.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(
+        data[0], np.ndarray
+    ):
+        images, labels = data[0], to_int_labels(data[1])
+        if len(images) != len(labels) or not len(labels):
+            raise ValueError(
+                f"`{name}` must hold as many images as labels, at least "
+                f"one. Received: {len(images)} images, {len(labels)} labels"
+            )
+        return images, as_labels(f"{name} labels", labels, len(labels))
     images, labels = [], []
     for x, y in iterate(data, batch_size, name):
         images.append(x)
@@ -139,6 +158,30 @@ def _predict(model, images):
     return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
 
 
+@contextlib.contextmanager
+def feature_cache():
+    """Shares feature extraction between evaluators of one model state.
+
+    Inside the block, `extract_features` computes the features of a given
+    (model, images array) pair once; evaluators that score the same array
+    (e.g. a few-shot and a many-shot probe with one test set) reuse them.
+    The weights must not change inside the block.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with keras_sovit.evaluation.feature_cache():
+        pass  # run several evaluators on `model` here
+    ```
+    """
+    _CACHE.append({})
+    try:
+        yield
+    finally:
+        _CACHE.pop()
+
+
 def extract_features(model, images, batch_size):
     """Pooled features of `model.backbone` (or the model), float64.
 
@@ -147,9 +190,15 @@ def extract_features(model, images, batch_size):
     extractor = getattr(model, "backbone", None)
     if extractor is None:
         extractor = model
+    key = (id(extractor), id(images), len(images))
+    if _CACHE and key in _CACHE[-1]:
+        return _CACHE[-1][key][1]
     features = predict_padded(extractor, images, batch_size)
     if features.ndim > 2:
         features = features.mean(axis=tuple(range(1, features.ndim - 1)))
+    if _CACHE:
+        # Keep `images` alive so its id is not reused within the block.
+        _CACHE[-1][key] = (images, features)
     return features
 
 

@@ -24,6 +24,7 @@ from keras_sovit.evaluation._common import collect_labels
 from keras_sovit.evaluation._common import crossed_mean_se
 from keras_sovit.evaluation._common import extract_features
 from keras_sovit.evaluation._common import iterate
+from keras_sovit.evaluation._common import load_arrays
 from keras_sovit.evaluation._common import stratified_subset
 
 BIAS_CONSTANT = 100.0
@@ -374,6 +375,14 @@ class FewShotEvaluator(keras.callbacks.Callback):
         self._shot_images = (needed, np.concatenate(images))
 
     def _test_features(self, model):
+        if isinstance(self.test_ds, (tuple, list)):
+            images, labels = load_arrays(
+                self.test_ds, self.batch_size, "test_ds"
+            )
+            feats = extract_features(model, images, self.batch_size)
+            if self._test_ids is not None:
+                return feats[self._test_ids], labels[self._test_ids]
+            return feats, labels.astype(int)
         feats, labels = [], []
         for images, y in iterate(self.test_ds, self.batch_size, "test_ds"):
             feats.append(extract_features(model, images, self.batch_size))

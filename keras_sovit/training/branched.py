@@ -255,12 +255,18 @@ class BranchedRun:
             weights, with the record as logs (KerasTuner's best-epoch
             checkpointing then saves the best cooled branch). Batch-level
             hooks are not called. Defaults to `()`.
+        uncooled_evaluators: evaluators also run on the main run at each
+            branch point, before its cooldown, into `uncooled_records`
+            (flagged `cooled = False`, compute of the branch point): the
+            mid-schedule values, for comparison only. Defaults to `()`.
 
     After `run`, the model holds the cooled branch of the last budget (the
     model a single run of that budget would give).
 
     Attributes (after `run`):
         records: the list `run` returned.
+        uncooled_records: list. One record per budget when
+            `uncooled_evaluators` are given.
         charged_gflops: float. Compute the run trained in all.
         train_traces: int or `None`. Python executions of the model's
             `train_step` during the run: the number of traces (compiles)
@@ -302,11 +308,12 @@ class BranchedRun:
         cooldown_fraction=0.2,
         evaluators=(),
         callbacks=(),
+        uncooled_evaluators=(),
     ):
         self.plan = branch_plan(
             budgets_gflops, gflops_per_example, batch_size, cooldown_fraction
         )
-        for evaluator in evaluators:
+        for evaluator in (*evaluators, *uncooled_evaluators):
             if not callable(getattr(evaluator, "evaluate", None)):
                 raise ValueError(
                     "`evaluators` must have an `evaluate(model)` method. "
@@ -320,8 +327,10 @@ class BranchedRun:
         self.batch_size = batch_size
         self.gflops_per_example = float(gflops_per_example)
         self.evaluators = tuple(evaluators)
+        self.uncooled_evaluators = tuple(uncooled_evaluators)
         self.callbacks = list(callbacks or ())
         self.records = []
+        self.uncooled_records = []
         self.charged_gflops = 0.0
         self.train_traces = None
         self.train_seconds = 0.0
@@ -357,6 +366,8 @@ class BranchedRun:
             position = self._train(
                 stream, position, branch["branch_step"], release=True
             )
+            if self.uncooled_evaluators:
+                self.uncooled_records.append(self._uncooled(branch))
             record = self._branch(stream, branch)
             self.records.append(record)
             callbacks.on_epoch_end(index, dict(record))
@@ -389,12 +400,36 @@ class BranchedRun:
             optimizer.set_cooldown(start, length)
             self._train(stream, start, start + length, release=False)
             optimizer.clear_cooldown()
-        begin = time.perf_counter()
         record = dict(branch)
-        for evaluator in self.evaluators:
-            record.update(evaluator.evaluate(self.model))
-        self.eval_seconds += time.perf_counter() - begin
+        record.update(self._evaluate(self.evaluators))
         return record
+
+    def _uncooled(self, branch):
+        """The main run at a branch point, flagged un-cooled."""
+        steps = branch["branch_step"]
+        examples = steps * self.batch_size
+        record = {
+            "budget_gflops": branch["budget_gflops"],
+            "steps": steps,
+            "branch_step": steps,
+            "cooldown_steps": 0,
+            "examples_seen": examples,
+            "compute_gflops": examples * self.gflops_per_example,
+            "cooled": False,
+        }
+        record.update(self._evaluate(self.uncooled_evaluators))
+        return record
+
+    def _evaluate(self, evaluators):
+        from keras_sovit.evaluation import feature_cache
+
+        begin = time.perf_counter()
+        metrics = {}
+        with feature_cache():
+            for evaluator in evaluators:
+                metrics.update(evaluator.evaluate(self.model))
+        self.eval_seconds += time.perf_counter() - begin
+        return metrics
 
     def _restore(self):
         weights, state = self._snapshot
