@@ -182,6 +182,11 @@ def feature_cache():
         _CACHE.pop()
 
 
+def caching():
+    """Whether a `feature_cache` block is active."""
+    return bool(_CACHE)
+
+
 def extract_features(model, images, batch_size):
     """Pooled features of `model.backbone` (or the model), float64.
 

@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 
+from keras_sovit.evaluation._common import caching
 from keras_sovit.evaluation._common import check_positive_int
+from keras_sovit.evaluation._common import extract_features
 from keras_sovit.evaluation._common import load_arrays
 from keras_sovit.evaluation._common import mean_se
 from keras_sovit.evaluation._common import predict_padded
@@ -125,10 +127,34 @@ class ValidationEvaluator:
             return stratified_mean_se(values, self.labels)
         return mean_se(values)
 
+    def _logits(self, model):
+        """Logits; inside a `feature_cache`, from shared backbone features.
+
+        For a backbone with pooled `(B, D)` outputs followed directly by a
+        linear `Dense` head (a `SoViTClassifier` without `pre_logits`), the
+        logits are `features @ kernel + bias`, so the evaluator reuses the
+        features another evaluator extracted from the same images.
+        """
+        backbone = getattr(model, "backbone", None)
+        head = getattr(model, "head", None)
+        linear_head = (
+            isinstance(head, keras.layers.Dense)
+            and head.activation is keras.activations.linear
+            and getattr(model, "pre_logits", None) is None
+        )
+        if caching() and linear_head and backbone is not None and len(
+            backbone.output.shape
+        ) == 2:
+            features = extract_features(model, self.images, self.batch_size)
+            kernel = keras.ops.convert_to_numpy(head.kernel)
+            bias = keras.ops.convert_to_numpy(head.bias)
+            return features @ kernel.astype(np.float64) + bias
+        return predict_padded(model, self.images, self.batch_size)
+
     def evaluate(self, model):
         """Returns the loss and error with their standard errors."""
         loss = self.loss or _loss_of(model)
-        logits = predict_padded(model, self.images, self.batch_size)
+        logits = self._logits(model)
         if logits.ndim != 2 or int(self.labels.max()) >= logits.shape[1]:
             raise ValueError(
                 f"The model's outputs have shape {logits.shape}; "

@@ -124,3 +124,23 @@ def test_probe_fixed_strength_and_bad_arguments():
         LinearProbeEvaluator((x, y), (x, y), l2_reg=-1.0)
     with pytest.raises(ValueError, match="out of range"):
         LinearProbeEvaluator((x, y), (x, y + 4), num_classes=4)
+
+
+def test_shared_features_give_the_same_validation_metrics():
+    shape = keras_sovit.ShapeSpec(16, 1, 32, 2, patch_size=4)
+    keras.utils.set_random_seed(0)
+    model = keras_sovit.models.SoViTClassifier(
+        keras_sovit.models.SoViTBackbone(shape, image_shape=(8, 8, 3)),
+        num_classes=4,
+    )
+    head = model.get_layer("head")
+    head.kernel.assign(np.random.default_rng(0).normal(size=(16, 4)))
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(40, 8, 8, 3)).astype("float32")
+    evaluator = ValidationEvaluator((images, np.arange(40) % 4),
+                                    loss="softmax")
+    plain = evaluator.evaluate(model)
+    with keras_sovit.evaluation.feature_cache():
+        shared = evaluator.evaluate(model)  # logits from backbone features
+    for key, value in plain.items():
+        assert shared[key] == pytest.approx(value, rel=1e-5), key
