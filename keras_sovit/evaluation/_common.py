@@ -126,23 +126,21 @@ def check_num_classes(num_classes, labels):
 
 
 def predict_padded(model, images, batch_size):
-    """`model.predict` in chunks of `batch_size`, the last one padded.
+    """`model.predict` in chunks of exactly `batch_size` (the last padded).
 
-    Every call then feeds batches of one shape (the whole set when it is
-    smaller than a batch), so a compiled predict function is reused
-    instead of retraced for a short last batch. `predict`, not
+    Every call feeds batches of one shape, so one compiled predict function
+    serves every evaluator and every set size (no retrace for a short last
+    batch), and the batch divides evenly over the devices of a
+    data-parallel distribution when `batch_size` does. `predict`, not
     `predict_on_batch`: under a tf.distribute strategy Keras 3.15
     `predict_on_batch` feeds the whole batch to every replica.
     """
-    n = len(images)
-    if n <= batch_size:
-        return _predict(model, images)
     chunks = []
-    for start in range(0, n, batch_size):
+    for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         short = batch_size - len(chunk)
         if short:
-            pad = np.repeat(chunk[-1:], short, axis=0)
+            pad = np.zeros((short, *chunk.shape[1:]), chunk.dtype)
             chunk = np.concatenate([chunk, pad])
         chunks.append(_predict(model, chunk)[: batch_size - short])
     return np.concatenate(chunks)

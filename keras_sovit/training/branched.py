@@ -40,6 +40,7 @@ and replayed to the main run, which therefore sees exactly the batches of a
 run without branches.
 """
 
+import contextlib
 import time
 
 import keras
@@ -204,6 +205,14 @@ def _iterator_of(data):
         ) from None
 
 
+def _scope(model):
+    """The model's `tf.distribute` strategy scope (TensorFlow), if any."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is None:
+        return contextlib.nullcontext()
+    return strategy.scope()
+
+
 def _values(variables):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
@@ -351,7 +360,8 @@ class BranchedRun:
                 "BranchedRun needs a fresh model."
             )
         if not optimizer.built:
-            optimizer.build(model.trainable_variables)
+            with _scope(model):
+                optimizer.build(model.trainable_variables)
         optimizer.clear_cooldown()
         counter = self._count_traces()
         stream = _BatchStream(_iterator_of(self.data))
