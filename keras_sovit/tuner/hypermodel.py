@@ -38,9 +38,10 @@ class SoViTHyperModel(keras_tuner.HyperModel):
     `fraction_i * compute_gflops` for the fractions of `checkpoints`, or of
     the optional `budget_fractions` hyperparameter (a string such as
     `"0.25,0.5,1"`); budgets that buy no whole step, or the same steps as a
-    larger one, are dropped (`feasible_budgets`). The run follows the recipe's main phase and cools down
-    a branch at each budget over `cooldown_fraction` of its steps, so every
-    reported value is that of a finished (cooled) run. `build` compiles one
+    larger one, are dropped (`feasible_budgets`). The run follows the
+    recipe's main phase and cools down a branch at each budget over
+    `cooldown_fraction` of its steps, so every reported value is that of a
+    finished (cooled) run. `build` compiles one
     model per trial (the train step is traced once for all budgets).
 
     Reported metrics (all floats), for each budget `i` (0 = smallest):

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_sovit
 from keras_sovit.training import BranchedRun
 from keras_sovit.training import branch_plan
 from keras_sovit.training import compile_for_pretraining
