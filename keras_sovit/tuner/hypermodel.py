@@ -72,8 +72,14 @@ class SoViTHyperModel(keras_tuner.HyperModel):
     The training data `x` passed to `tuner.search(x=...)` must be a
     repeating, batched dataset of `(images, one-hot labels)` with batches
     of `batch_size` (e.g. `keras_sovit.data.input_pipeline(...,
-    training=True)`), or a callable `seed -> dataset`. `epochs`,
-    `steps_per_epoch` and `verbose` are ignored: the budgets decide.
+    training=True)`), or a callable `seed -> dataset` (preferred). Pass the
+    callable for reproducible trials: every new iterator of one seeded,
+    reshuffling `tf.data` pipeline yields another order, so with a shared
+    dataset a trial's data depends on how many trials iterated it before
+    in the process (trial order, retries, a resumed search); `x(seed)`
+    gives each trial a fresh pipeline, the same for the same seed.
+    `epochs`, `steps_per_epoch` and `verbose` are ignored: the budgets
+    decide.
 
     Args:
         num_classes: int. Classes of the classifier head.
