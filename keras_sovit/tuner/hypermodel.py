@@ -15,8 +15,8 @@ from keras_sovit.tuner.protocol import MAX_SEED
 from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import SEED_HP
 from keras_sovit.tuner.protocol import UNTRAINED_PREFIX
-from keras_sovit.tuner.protocol import format_fractions
 from keras_sovit.tuner.protocol import checkpoint_metric_name
+from keras_sovit.tuner.protocol import format_fractions
 
 # The small preset is meant for small images; the paper's sweeps use 224 px.
 SMALL_IMAGE_MAX = 64
