@@ -492,6 +492,11 @@ class LevelFit:
         spread = np.cov(boot.T) if len(boot) > 2 else np.eye(3)
         self.cov = spread + np.eye(3) * _COV_FLOOR**2
         self.surfaces = []  # bootstrap surfaces (for paired decisions)
+        metric = positive_definite(surface.hessian)
+        du = boot - optimum
+        self.expected_regret = float(
+            0.5 * np.mean(np.einsum("bi,ij,bj->b", du, metric, du))
+        ) if len(boot) else np.inf
 
     @property
     def bracketed(self):
@@ -539,10 +544,12 @@ class IsoFlopLevel:
             self._fit = search.fit_level(self.rounds, self.borrowed)
         return self._fit
 
-    def _more(self, fit):
+    def _more(self, search, fit):
         if len(self.rounds) >= self.max_rounds:
             return False
-        return not fit.bracketed or len(self.rounds) < self.min_rounds
+        if not fit.bracketed or len(self.rounds) < self.min_rounds:
+            return True
+        return fit.expected_regret > search.level_regret
 
     def plan(self, search):
         t = search.target_compute * self.fraction
@@ -551,7 +558,7 @@ class IsoFlopLevel:
             spread = search.spread()
         else:
             fit = self.fit(search)
-            if not self._more(fit):
+            if not self._more(search, fit):
                 return []
             centre = fit.optimum
             spread = search.spread(fit)
@@ -563,7 +570,7 @@ class IsoFlopLevel:
         return trials
 
     def done(self, search):
-        return bool(self.rounds) and not self._more(self.fit(search))
+        return bool(self.rounds) and not self._more(search, self.fit(search))
 
     def finish(self, search):
         if self.rounds:
@@ -714,14 +721,14 @@ class IsoFlopSearch:
         target_compute,
         template,
         image_size=224,
-        fractions=(1 / 1024, 1 / 256, 1 / 64),
-        extra_fractions=(1 / 16,),
+        fractions=(1 / 4096, 1 / 1024, 1 / 256, 1 / 64),
+        extra_fractions=(1 / 32,),
         rise_per_sigma=3.0,
         rise_bounds=(0.05, 0.15),
         first_step=0.4,
         max_step=1.0,
-        max_rounds=3,
-        borrowed_top=True,
+        max_rounds=(4, 4, 2, 1),
+        borrowed_top=False,
         prior=PAPER_PRIOR,
         min_examples_per_param=1.0,
         max_search_compute=1.5,
@@ -751,7 +758,9 @@ class IsoFlopSearch:
         )
         self.first_step = _positive("first_step", first_step)
         self.max_step = _positive("max_step", max_step)
-        self.max_rounds = int(_positive("max_rounds", max_rounds))
+        self.max_rounds = tuple(
+            int(_positive("max_rounds", r)) for r in max_rounds
+        )
         self.borrowed_top = bool(borrowed_top)
         self.prior = _check_prior(prior)
         self.max_search_compute = _positive(
@@ -782,8 +791,10 @@ class IsoFlopSearch:
         self.report = {}
         self.proposal = None
         self._queue = []
+        self.level_regret = self.target_regret / 5
+        rounds = self.max_rounds + self.max_rounds[-1:] * len(self.fractions)
         self.phases = [
-            IsoFlopLevel(f, self.max_rounds, min_rounds=2 if i == 0 else 1)
+            IsoFlopLevel(f, rounds[i], min_rounds=2 if i == 0 else 1)
             for i, f in enumerate(self.fractions)
         ] + [Propose(), Final()]
         self.phase_index = 0
