@@ -163,7 +163,8 @@ def _coef_to_quadratic(coef):
     return coef[0], coef[1:4], a
 
 
-def fit_surface(u, y, centre, basis, weights=None, hessian=None):
+def fit_surface(u, y, centre, basis, weights=None, hessian=None,
+                prior=None):
     """Weighted least-squares `Surface` of log-metrics `y` at `u`.
 
     A full quadratic (10 coefficients), or, with `hessian` given, a
@@ -178,6 +179,11 @@ def fit_surface(u, y, centre, basis, weights=None, hessian=None):
         basis: array (3, 3). Design coordinates z = basisᵀ (u − centre).
         weights: array (n,) or None. Per-trial weights (a bootstrap draw).
         hessian: array (3, 3) or None. A borrowed curvature (log units).
+        prior: `(a, weight)` or None. A ridge pulling the full quadratic's
+            curvature towards `a` (3 × 3, in design coordinates z) with
+            `weight` (noise variance over prior variance): six
+            pseudo-observations, so a noisy level cannot turn a bowl into
+            a saddle on its own.
 
     Returns:
         A `Surface`.
@@ -209,7 +215,11 @@ def fit_surface(u, y, centre, basis, weights=None, hessian=None):
         )
     w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
     root = np.sqrt(w)[:, None]
-    coef, *_ = np.linalg.lstsq(phi * root, y * root[:, 0], rcond=None)
+    lhs, rhs = phi * root, y * root[:, 0]
+    if prior is not None and hessian is None:
+        rows, targets = _curvature_prior(*prior)
+        lhs, rhs = np.vstack([lhs, rows]), np.concatenate([rhs, targets])
+    coef, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
     resid = y - phi @ coef
     dof = max(len(y) - phi.shape[1], 1)
     sigma = np.sqrt(np.sum(w * resid**2) / np.sum(w) * len(y) / dof)
@@ -219,6 +229,18 @@ def fit_surface(u, y, centre, basis, weights=None, hessian=None):
         inv = np.linalg.inv(basis)
         c, g, a = coef[0], coef[1:4], coef[4] * (inv @ hessian @ inv.T)
     return Surface(centre, basis, c, g, a, sigma, dof)
+
+
+def _curvature_prior(a, weight):
+    """Pseudo-rows tying the quadratic coefficients to the curvature a."""
+    index = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
+    rows = np.zeros((6, _N_COEF))
+    targets = np.zeros(6)
+    for r, (j, k) in enumerate(index):
+        rows[r, 4 + r] = 1.0
+        targets[r] = a[j, k] / 2 if j == k else a[j, k]
+    root = np.sqrt(weight)
+    return rows * root, targets * root
 
 
 _ROTATABLE = 8 ** 0.25  # axial distance of a rotatable 3-factor CCD
@@ -491,6 +513,8 @@ class LevelFit:
         self.predicted = predicted  # the centre its first round used
         spread = np.cov(boot.T) if len(boot) > 2 else np.eye(3)
         self.cov = spread + np.eye(3) * _COV_FLOOR**2
+        if not self.bracketed:  # an optimum on its trust region's edge
+            self.cov = self.cov * _UNBRACKETED
         self.surfaces = []  # bootstrap surfaces (for paired decisions)
         metric = positive_definite(surface.hessian)
         du = boot - optimum
@@ -506,6 +530,7 @@ class LevelFit:
 
 
 _COV_FLOOR = 0.02  # log units; no level is trusted beyond ±2%
+_UNBRACKETED = 4.0  # variance inflation of a level whose optimum is unsure
 
 
 class IsoFlopLevel:
@@ -555,17 +580,18 @@ class IsoFlopLevel:
         t = search.target_compute * self.fraction
         if not self.rounds:
             centre = search.predict(t)
-            spread = search.spread()
+            spread, curvature = search.spread()
         else:
             fit = self.fit(search)
             if not self._more(search, fit):
                 return []
             centre = fit.optimum
-            spread = search.spread(fit)
+            spread, curvature = search.spread(fit)
         trials = search.design(centre, spread, t, self.borrowed)
         if not trials:
             return []
-        self.rounds.append((centre, spread, [tr.trial_id for tr in trials]))
+        ids = [tr.trial_id for tr in trials]
+        self.rounds.append((centre, spread, ids, curvature))
         self._fit = None
         return trials
 
@@ -726,7 +752,8 @@ class IsoFlopSearch:
         rise_per_sigma=3.0,
         rise_bounds=(0.05, 0.15),
         first_step=0.4,
-        max_step=1.0,
+        max_step=0.5,
+        curvature_prior_sd=0.5,
         max_rounds=(4, 4, 2, 1),
         borrowed_top=False,
         prior=PAPER_PRIOR,
@@ -758,6 +785,9 @@ class IsoFlopSearch:
         )
         self.first_step = _positive("first_step", first_step)
         self.max_step = _positive("max_step", max_step)
+        self.curvature_prior_sd = _positive(
+            "curvature_prior_sd", curvature_prior_sd, allow_zero=True
+        )
         self.max_rounds = tuple(
             int(_positive("max_rounds", r)) for r in max_rounds
         )
@@ -878,18 +908,28 @@ class IsoFlopSearch:
             x = x * 0.99
         return shape
 
-    def spread(self, fit=None):
-        """Design steps: isotropic on the first round, else whitened by the
-        curvature of `fit` (default: the top level so far)."""
-        if fit is None and not self.levels:
-            return np.eye(3) * self.first_step
-        fit = fit or self.levels[-1]
-        fits = self.levels + ([fit] if fit not in self.levels else [])
+    def noise(self, fit=None):
+        """Pooled residual standard deviation of the log-metric so far."""
+        fits = self.levels + ([fit] if fit and fit not in self.levels else [])
+        if not fits:
+            return None
         dof = np.array([f.surface.dof for f in fits], float)
         var = np.array([f.surface.sigma**2 for f in fits])
-        sigma = np.sqrt(np.sum(dof * var) / np.sum(dof))
+        return float(np.sqrt(np.sum(dof * var) / np.sum(dof)))
+
+    def spread(self, fit=None):
+        """Design steps, and the curvature they were whitened by with the
+        noise estimate (`None` for the first round): isotropic
+        on the very first round, else whitened by `fit` (default: the top
+        level so far) so that the corners rise by a multiple of the noise.
+        """
+        if fit is None and not self.levels:
+            return np.eye(3) * self.first_step, None
+        fit = fit or self.levels[-1]
+        sigma = self.noise(fit)
         rise = np.clip(self.rise_per_sigma * sigma, *self.rise_bounds)
-        return whitened_spread(fit.surface.hessian, rise, self.max_step)
+        hessian = positive_definite(fit.surface.hessian)
+        return whitened_spread(hessian, rise, self.max_step), (hessian, sigma)
 
     def design(self, centre, spread, t, borrowed=False):
         """Trials of one central composite design at compute t."""
@@ -909,14 +949,14 @@ class IsoFlopSearch:
         The fit uses the last round's trials and any earlier trial inside
         its trust region (the design's bounding box, enlarged by a quarter).
         """
-        centre, spread, ids = rounds[-1]
+        centre, spread, ids, curvature = rounds[-1]
         trials = [self.trials[i] for i in ids]
         t = trials[0].compute
         u_last = np.array([self.log_shape(tr.shape) for tr in trials])
         half = np.max(np.abs(u_last - centre), axis=0) * 1.25
         lo = np.maximum(self.trainable.lo, centre - half)
         hi = np.minimum(self.trainable.hi, centre + half)
-        for _, _, earlier in rounds[:-1]:
+        for _, _, earlier, _ in rounds[:-1]:
             for i in earlier:
                 u_i = self.log_shape(self.trials[i].shape)
                 if np.all((u_i >= lo) & (u_i <= hi)):
@@ -926,10 +966,11 @@ class IsoFlopSearch:
         basis = np.linalg.inv(spread.T)
         borrowed_h = self.levels[-1].surface.hessian if (
             borrowed and self.levels) else None
+        prior = self._curvature_prior(curvature, spread)
         feasible = lambda v: self.trainable.margin(v, t)  # noqa: E731
 
         def fit_and_argmin(weights=None):
-            s = fit_surface(u, y, centre, basis, weights, borrowed_h)
+            s = fit_surface(u, y, centre, basis, weights, borrowed_h, prior)
             return s, minimise_quadratic(s.gradient, s.hessian, centre, lo,
                                          hi, feasible)
 
@@ -940,6 +981,17 @@ class IsoFlopSearch:
                        (lo, hi), np.asarray(rounds[0][0], float))
         fit.surfaces = [d[0] for d in draws]
         return fit
+
+    def _curvature_prior(self, curvature, spread):
+        """Ridge prior (a, weight) on a round's curvature: the curvature its
+        design was whitened by, in design coordinates, with a standard
+        deviation of `curvature_prior_sd` times its mean diagonal."""
+        if curvature is None or not self.curvature_prior_sd:
+            return None
+        curvature, sigma = curvature
+        a = spread.T @ curvature @ spread
+        tau = self.curvature_prior_sd * np.mean(np.diag(a))
+        return a, (sigma / tau) ** 2
 
     def predict(self, t):
         """Predicted optimal log-shape at compute t from the levels so far
@@ -1021,25 +1073,26 @@ class IsoFlopSearch:
         )
 
     def _select_path_model(self):
-        """Scores each path model by the decision it makes on the top
-        level when that level is held out (its paired bootstrap gap)."""
-        if len(self.levels) < 4:
+        """Chooses the path model by the decisions it makes on held-out
+        levels: each level k ≥ 2 is predicted from the levels below it
+        (forward chaining, so no level's trials ever score a fit that used
+        them), and the prediction is scored by that level's own paired
+        bootstrap gap. The default "all" stands unless another model has
+        the smaller total gap in at least 1 − α of the draws."""
+        totals = {name: 0.0 for name in _PATH_MODELS}
+        for k in range(2, len(self.levels)):
+            lower, held = self.levels[:k], self.levels[k]
+            for name, pick in _PATH_MODELS.items():
+                a, slope, _ = self._path(pick(lower))
+                u = a + slope * np.log(held.compute / self.target_compute)
+                totals[name] = totals[name] + _gaps(held, u)
+        if len(self.levels) < 3:
             return "all", {}
-        lower, top = self.levels[:-1], self.levels[-1]
-        gaps = {}
-        for name, pick in _PATH_MODELS.items():
-            a, slope, _ = self._path(pick(lower))
-            u = a + slope * np.log(top.compute / self.target_compute)
-            gaps[name] = _gaps(top, u)
-        scores = {name: float(np.mean(g)) for name, g in gaps.items()}
-        # The simpler "all" stands unless another model makes the better
-        # decision on the held-out level in at least 1 − α of the draws.
+        scores = {name: float(np.mean(g)) for name, g in totals.items()}
         best = "all"
-        for name, g in gaps.items():
-            wins = np.mean(g < gaps["all"])
-            if name != "all" and wins >= 1 - self.error_rate and (
-                scores[name] < scores[best]
-            ):
+        for name, g in totals.items():
+            wins = np.mean(g < totals["all"])
+            if wins >= 1 - self.error_rate and scores[name] < scores[best]:
                 best = name
         return best, scores
 
@@ -1090,9 +1143,12 @@ class IsoFlopSearch:
         )
 
 
+# Path models: which levels the power-law path is fitted through. Dropping
+# the lowest level guards against a path that bends at small compute.
 _PATH_MODELS = {
     "all": lambda levels: list(levels),
-    "recent": lambda levels: list(levels[-2:]),
+    "drop-lowest": lambda levels: list(levels[1:]) if len(levels) > 2 else (
+        list(levels)),
 }
 
 
