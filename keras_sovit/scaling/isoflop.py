@@ -680,36 +680,53 @@ class IsoFlopSearch:
     Chinchilla's IsoFLOP profiles (Hoffmann et al. 2022, approach 2) in
     three dimensions, as a trust-region response-surface method:
 
-    1. `IsoFlopLevel` at T/1024, T/256 and T/64 (by default): at each
-       compute a central composite design in log(width, depth, MLP) around
-       the predicted optimum; a full quadratic fitted to the log-metrics
-       (every off-axis point counts) gives the level's optimum in its trust
-       region, and a bootstrap by trial gives its spread. An optimum on the
-       trust region's edge triggers another round there.
-    2. `Propose`: the optimum's path u*(t) = a + s log t (GLS over levels)
+    1. `IsoFlopLevel` at T/4096, T/1024, T/256 and T/64 (by default): at
+       each compute, rounds of a central composite design in log(width,
+       depth, MLP) around the predicted optimum, whitened by the curvature
+       seen so far so that its corners rise by about three noise standard
+       deviations; a full quadratic (ridge prior on its curvature) fitted
+       to the log-metrics of every trial (off-axis points included) gives
+       the level's optimum in its trust region and, bootstrapped by trial,
+       its spread. More rounds while the optimum is on the trust region's
+       edge or its own expected regret exceeds `target_regret` / 5.
+    2. `Propose`: the optimum's path u*(t) = a + s log t (robust GLS over
+       the levels, the path model chosen by held-out levels' decisions)
        extrapolated to T and projected onto the trainable shapes; the
-       expected regret of the proposal from the bootstrap; and a paired,
-       replicate-aware decision on the top level (`verify`). Unverified or
-       uncertain proposals buy another level closer to T (T/16 by default)
-       while the budget allows.
+       proposal's expected regret from the bootstrap; and a paired decision
+       on the top level (`verify`). An unverified or uncertain proposal
+       buys a level closer to T (T/32 by default, up to two rounds) while
+       the budget allows, and is proposed again.
     3. `Final`: the proposal trained at T.
 
     Nothing here assumes a functional form for the loss: only one basin in
-    log-shape at a fixed compute, and a smooth optimum path. Every trial is
-    trainable: at least `min_examples_per_param` examples per weight.
+    log-shape at a fixed compute and a smooth optimum path. Every trial is
+    trainable: at least `min_examples_per_param` examples per weight. The
+    paper's published procedure serves only to centre the first design.
 
     Args:
         target_compute: float. T in GFLOPs.
         template: ShapeSpec. Supplies `num_heads` and `patch_size`.
         image_size: int. Defaults to `224`.
         fractions: tuple of floats. Compute of the base levels as fractions
-            of T. Defaults to `(1/1024, 1/256, 1/64)`.
+            of T, increasing. Defaults to `(1/4096, 1/1024, 1/256, 1/64)`.
         extra_fractions: tuple of floats. Levels bought when the proposal
-            is not verified. Defaults to `(1/16,)`.
-        radius: tuple of floats. Half-side of each level's design cube in
-            log units (first level first; the last value repeats). Defaults
-            to `(0.6, 0.45, 0.35)`.
-        max_rounds: int. Rounds per level. Defaults to `3`.
+            is not verified. Defaults to `(1/32,)`.
+        rise_per_sigma: float. Target rise of a design's corners in noise
+            standard deviations. Defaults to `3.0`.
+        rise_bounds: (float, float). Bounds on that rise (log units).
+            Defaults to `(0.05, 0.15)`.
+        first_step: float. Half-side of the first, isotropic design in log
+            units. Defaults to `0.4`.
+        max_step: float. Largest design step along any direction (log
+            units). Defaults to `0.5`.
+        curvature_prior_sd: float. Relative standard deviation of the ridge
+            prior on each round's curvature (0 turns it off). Defaults to
+            `0.5`.
+        max_rounds: tuple of ints. Rounds per base level (the last value
+            repeats). Defaults to `(4, 4, 2, 2)`.
+        borrowed_top: bool. Extra levels fit 5 coefficients on 10 points,
+            borrowing the curvature's shape from the level below. Defaults
+            to `False`.
         prior: `(shape tuple, compute, exponents)` centring the first level.
             Defaults to the paper's published procedure, `PAPER_PRIOR`.
         min_examples_per_param: float. Trainability floor. Defaults to `1`.
@@ -723,7 +740,8 @@ class IsoFlopSearch:
             `0.1`.
         n_bootstrap: int. Defaults to `100`.
         bounds: dict `{dim: (low, high)}`. Defaults to wide bounds.
-        width_multiple: int or None. Defaults to lcm(16, num_heads).
+        width_multiple: int or None. Width is a multiple of
+            lcm(`width_multiple`, num_heads). Defaults to 16.
         mlp_multiple: int. Defaults to `16`.
         seed: int. Seeds the bootstrap. Defaults to `0`.
 
@@ -754,7 +772,7 @@ class IsoFlopSearch:
         first_step=0.4,
         max_step=0.5,
         curvature_prior_sd=0.5,
-        max_rounds=(4, 4, 2, 1),
+        max_rounds=(4, 4, 2, 2),
         borrowed_top=False,
         prior=PAPER_PRIOR,
         min_examples_per_param=1.0,
@@ -980,6 +998,9 @@ class IsoFlopSearch:
         fit = LevelFit(t, surface, optimum, np.array([d[1] for d in draws]),
                        (lo, hi), np.asarray(rounds[0][0], float))
         fit.surfaces = [d[0] for d in draws]
+        noise = self.noise()
+        if noise:  # lack of fit beyond the noise widens the level's spread
+            fit.cov = fit.cov * max(1.0, (surface.sigma / noise) ** 2)
         return fit
 
     def _curvature_prior(self, curvature, spread):
@@ -1050,7 +1071,7 @@ class IsoFlopSearch:
         levels = self.levels
         model, scores = self._select_path_model()
         chosen = _PATH_MODELS[model](levels)
-        metric = positive_definite(levels[-1].surface.hessian)
+        metric = self._metric()
         a, slope, cov = self._path(chosen)
         u = self._project(a, metric)
         self.proposal = self._lattice(u, metric)
@@ -1071,6 +1092,20 @@ class IsoFlopSearch:
             decision=self.verify(),
             levels=[_level_summary(lv) for lv in levels],
         )
+
+    def _metric(self):
+        """Curvature used at T: the levels' positive-definite curvatures,
+        each normalised to unit trace and averaged with their degrees of
+        freedom as weights (the shape of the bowl), scaled to the top
+        level's trace (its size, the nearest to T)."""
+        shapes, weights = [], []
+        for level in self.levels:
+            h = positive_definite(level.surface.hessian)
+            shapes.append(h / np.trace(h))
+            weights.append(level.surface.dof)
+        shape = np.average(shapes, axis=0, weights=weights)
+        top = np.trace(positive_definite(self.levels[-1].surface.hessian))
+        return shape * top
 
     def _select_path_model(self):
         """Chooses the path model by the decisions it makes on held-out
@@ -1127,7 +1162,7 @@ class IsoFlopSearch:
             if fraction > top * (1 + 1e-9) and cost <= (
                 self.search_budget_left() * (1 + 1e-9)
             ):
-                return IsoFlopLevel(fraction, 1, borrowed=self.borrowed_top)
+                return IsoFlopLevel(fraction, 2, borrowed=self.borrowed_top)
         return None
 
     def result(self):
