@@ -7,6 +7,7 @@ See `IsoFlopSearch` for the phases and their contracts.
 """
 
 import itertools
+import numbers
 
 import numpy as np
 
@@ -414,7 +415,7 @@ def minimise_quadratic(gradient, hessian, centre, lo, hi, feasible=None):
 # The optimum's path over compute.
 
 
-def fit_path(v, optima, covariances, robust=True):
+def fit_path(v, optima, covariances, robust=True, slope_prior=None):
     """Generalised least squares of u*(v) = a + s · v through level optima.
 
     Args:
@@ -424,6 +425,9 @@ def fit_path(v, optima, covariances, robust=True):
         robust: bool. Down-weights a level whose Mahalanobis distance from
             the path exceeds the χ²(3) 0.99 quantile (its covariance is
             inflated by the excess, twice). Defaults to `True`.
+        slope_prior: `(mean, sd)` or None. A Gaussian prior on s, each
+            dimension independent: where the levels cannot tell the slope
+            (a flat valley), the prior does. Defaults to `None`.
 
     Returns:
         (a, s, cov): arrays (3,), (3,) and the (6, 6) covariance of (a, s).
@@ -443,14 +447,15 @@ def fit_path(v, optima, covariances, robust=True):
     v = np.asarray(v, dtype=float)
     optima = np.asarray(optima, dtype=float)
     covariances = np.asarray(covariances, dtype=float)
-    if len(v) == 1:
+    if len(v) == 1 and slope_prior is None:
         return optima[0], np.zeros(3), np.block([
             [covariances[0], np.zeros((3, 3))],
             [np.zeros((3, 3)), np.zeros((3, 3))],
         ])
     inflate = np.ones(len(v))
     for _ in range(3 if robust else 1):
-        beta, cov = _gls(v, optima, covariances * inflate[:, None, None])
+        beta, cov = _gls(v, optima, covariances * inflate[:, None, None],
+                         slope_prior)
         resid = optima - beta[:3] - np.outer(v, beta[3:])
         d2 = np.einsum("li,lij,lj->l", resid, np.linalg.inv(covariances),
                        resid)
@@ -461,10 +466,14 @@ def fit_path(v, optima, covariances, robust=True):
 _OUTLIER_D2 = 11.34  # χ²(3) 0.99 quantile: a level this far is down-weighted
 
 
-def _gls(v, optima, covariances):
+def _gls(v, optima, covariances, slope_prior=None):
     eye = np.eye(3)
     info = np.zeros((6, 6))
     score = np.zeros(6)
+    if slope_prior is not None:
+        mean, sd = slope_prior
+        info[3:, 3:] += eye / sd**2
+        score[3:] += np.asarray(mean, float) / sd**2
     for vj, uj, sj in zip(v, optima, covariances):
         x = np.hstack([eye, vj * eye])
         inv = np.linalg.inv(sj)
@@ -722,6 +731,9 @@ class IsoFlopSearch:
         curvature_prior_sd: float. Relative standard deviation of the ridge
             prior on each round's curvature (0 turns it off). Defaults to
             `0.5`.
+        slope_prior_sd: float. Standard deviation of a Gaussian prior on
+            the path's exponents, centred on the prior's (0 turns it off).
+            Defaults to `0.1`.
         max_rounds: tuple of ints. Rounds per base level (the last value
             repeats). Defaults to `(4, 4, 2, 2)`.
         borrowed_top: bool. Extra levels fit 5 coefficients on 10 points,
@@ -772,6 +784,7 @@ class IsoFlopSearch:
         first_step=0.4,
         max_step=0.5,
         curvature_prior_sd=0.5,
+        slope_prior_sd=0.1,
         max_rounds=(4, 4, 2, 2),
         borrowed_top=False,
         prior=PAPER_PRIOR,
@@ -806,6 +819,9 @@ class IsoFlopSearch:
         self.curvature_prior_sd = _positive(
             "curvature_prior_sd", curvature_prior_sd, allow_zero=True
         )
+        self.slope_prior_sd = _positive(
+            "slope_prior_sd", slope_prior_sd, allow_zero=True
+        )
         self.max_rounds = tuple(
             int(_positive("max_rounds", r)) for r in max_rounds
         )
@@ -833,7 +849,9 @@ class IsoFlopSearch:
             width_multiple=width_multiple or 16, mlp_multiple=mlp_multiple,
             num_heads=template.num_heads,
         )
-        self.rng = np.random.default_rng(seed)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
+        self.seed = int(seed)
         self.trials = {}
         self.levels = []
         self.report = {}
@@ -846,6 +864,53 @@ class IsoFlopSearch:
             for i, f in enumerate(self.fractions)
         ] + [Propose(), Final()]
         self.phase_index = 0
+
+    @classmethod
+    def from_observations(cls, rows, target_compute, template, **kwargs):
+        """The proposal rule alone, on finished runs of any design.
+
+        Runs are grouped by compute (within 1%); every group with at least
+        10 distinct shapes is one level, its surface expanded around its
+        best run in coordinates whitened by the group's spread of
+        log-shapes, and `Propose` runs on those levels. No trial is asked.
+
+        Args:
+            rows: iterable of `(ShapeSpec, compute_gflops, metric)`.
+            target_compute: float. T in GFLOPs.
+            template: ShapeSpec.
+            **kwargs: as in `IsoFlopSearch`.
+
+        Returns:
+            The search, with `proposal` and `report` filled.
+        """
+        search = cls(target_compute, template, **kwargs)
+        groups = {}
+        for shape, compute, value in rows:
+            key = round(float(np.log(compute)) / 0.01)
+            groups.setdefault(key, []).append((shape, compute, value))
+        for key in sorted(groups):
+            group = groups[key]
+            if len({g[0] for g in group}) < _N_COEF:
+                continue
+            ids = []
+            for shape, compute, value in group:
+                trial = search.new_trial(shape, group[0][1], "observed")
+                search.tell(trial.trial_id, value)
+                ids.append(trial.trial_id)
+            u = np.array([search.log_shape(g[0]) for g in group])
+            best = u[int(np.argmin([g[2] for g in group]))]
+            spread = np.linalg.cholesky(np.cov(u.T) + np.eye(3) * 1e-6)
+            search.levels.append(
+                search.fit_level([(best, spread, ids, None)])
+            )
+        if not search.levels:
+            raise ValueError(
+                "`rows` must hold at least one compute with 10 distinct "
+                "shapes."
+            )
+        search.propose()
+        search.phases, search.phase_index = [], 0
+        return search
 
     # --- ask / tell ------------------------------------------------------
 
@@ -993,7 +1058,11 @@ class IsoFlopSearch:
                                          hi, feasible)
 
         surface, optimum = fit_and_argmin()
-        draws = [fit_and_argmin(self.rng.dirichlet(np.ones(len(y))) * len(y))
+        # One generator per fit, keyed by where the fit stands: replaying
+        # the same trials (a resumed search) gives the same draws.
+        rng = np.random.default_rng([self.seed, len(self.levels),
+                                     len(rounds), len(y)])
+        draws = [fit_and_argmin(rng.dirichlet(np.ones(len(y))) * len(y))
                  for _ in range(self.n_bootstrap)]
         fit = LevelFit(t, surface, optimum, np.array([d[1] for d in draws]),
                        (lo, hi), np.asarray(rounds[0][0], float))
@@ -1029,7 +1098,10 @@ class IsoFlopSearch:
     def _path(self, levels, optima=None):
         v = np.log([lv.compute / self.target_compute for lv in levels])
         optima = [lv.optimum for lv in levels] if optima is None else optima
-        return fit_path(v, optima, [lv.cov for lv in levels])
+        prior = None if not self.slope_prior_sd else (
+            np.array(self.prior[2]), self.slope_prior_sd)
+        return fit_path(v, optima, [lv.cov for lv in levels],
+                        slope_prior=prior)
 
     # --- proposal and verification ---------------------------------------
 

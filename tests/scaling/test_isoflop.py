@@ -233,6 +233,39 @@ def test_short_search_on_an_off_menu_truth_has_small_regret():
     assert regret(SATURATING_LAW, result["proposal"], target) < 0.01
 
 
+def test_from_observations_is_a_proposal_rule_on_any_design():
+    """Noise-free grids at two computes of a known bowl whose optimum moves
+    as a power law: the rule recovers the path's exponents."""
+    import itertools
+
+    s = np.array([0.1, 0.15, 0.2])
+    target = 1e13
+
+    def optimum(t):
+        return np.log([1200.0, 28.0, 4300.0]) + s * np.log(t / target)
+
+    rows = []
+    for t in (1e10, 1e11):
+        grid = np.exp(optimum(t))[None] * np.exp(
+            0.3 * np.array(list(itertools.product((-1, 0, 1), repeat=3)))
+        )
+        for w, d, m in grid:
+            shape = TEMPLATE.replace(width=int(16 * round(w / 16)),
+                                     depth=int(round(d)),
+                                     mlp_dim=int(16 * round(m / 16)))
+            u = np.log([shape.width, shape.depth, shape.mlp_dim])
+            rows.append((shape, t, float(np.exp(_bowl(u, optimum=optimum(
+                t))[0]))))
+    search = IsoFlopSearch.from_observations(
+        rows, target, TEMPLATE, n_bootstrap=10, slope_prior_sd=0
+    )
+    got = np.array(list(search.report["exponents"].values()))
+    np.testing.assert_allclose(got, s, atol=0.02)
+    assert len(search.levels) == 2 and search.done
+    with pytest.raises(ValueError, match="rows"):
+        IsoFlopSearch.from_observations(rows[:5], target, TEMPLATE)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="target_compute"):
         IsoFlopSearch(-1.0, TEMPLATE)
