@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import image_hw
 
 DIMS = ("width", "depth", "mlp_dim")
 
@@ -799,7 +799,7 @@ class IsoFlopSearch:
         mlp_multiple=16,
         seed=0,
     ):
-        from keras_sovit.scaling.plan import Rounding
+        from keras_sovit.shapes import Rounding
 
         self.target_compute = _positive("target_compute", target_compute)
         if not isinstance(template, ShapeSpec):
@@ -1277,7 +1277,7 @@ def _level_summary(level):
 
 
 def _positive(name, value, allow_zero=False):
-    from keras_sovit.shapes import check_positive_number
+    from keras_sovit._validation import check_positive_number
 
     return check_positive_number(name, value, allow_zero=allow_zero)
 

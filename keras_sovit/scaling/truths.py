@@ -27,8 +27,8 @@ from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
 from keras_sovit.scaling.simulate import DataLimitedLaw
 from keras_sovit.scaling.simulate import _Law
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import check_shape_spec
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
 
 # The paper's anchors (SPEC §2.2, §3.3): x⁽⁰⁾ at its grid budget, and
 # SoViT-400m at the ViT-g/14 16B-example budget.
