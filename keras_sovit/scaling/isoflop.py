@@ -335,8 +335,9 @@ class IsoFlopSettings:
             borrowing the curvature's shape from the level below. Defaults
             to `False`.
         prior: `((width, depth, mlp_dim), compute, exponents)` centring the
-            first level. Defaults to the paper's published procedure,
-            `PAPER_PRIOR`.
+            first level, or `None` for the paper's published procedure,
+            `PAPER_PRIOR` (`ShapeOracle` scales it to its target with
+            `keras_sovit.tuner.defaults.paper_prior`).
         min_examples_per_param: float. Trainability floor. Defaults to `1`.
         max_search_compute: float. Budget of the sweeps in units of T (the
             final run at T comes on top). Defaults to `1.5`.
@@ -444,7 +445,7 @@ def _checked_settings(settings):
         slope_prior_sd=_positive("slope_prior_sd", s.slope_prior_sd,
                                  allow_zero=True),
         max_rounds=_rounds(s.max_rounds),
-        prior=PAPER_PRIOR if s.prior is None else _check_prior(s.prior),
+        prior=None if s.prior is None else _check_prior(s.prior),
         min_examples_per_param=_positive(
             "min_examples_per_param", s.min_examples_per_param,
             allow_zero=True),
@@ -530,6 +531,7 @@ class IsoFlopSearch:
         self.settings = IsoFlopSettings.create(settings, **overrides)
         for field in dataclasses.fields(self.settings):
             setattr(self, field.name, getattr(self.settings, field.name))
+        self.prior = self.settings.prior or PAPER_PRIOR
         self.trainable = Trainability(
             template.patch_size, image_size,
             self.settings.min_examples_per_param, self.settings.box,

@@ -1,6 +1,7 @@
 """KerasTuner integration: the shape oracle and the SoViT hypermodel.
 
-`ShapeOracle` walks registered phases (`phases.py`) under a frozen
+`ShapeOracle` walks registered phases (`phases.py`; the default IsoFLOP
+search in `isoflop_phase.py`) under a frozen
 `SearchConfig` (`config.py`), keeps what it found in a `SearchState`
 (`state.py`) and proposes with a registered `ProposalRule`
 (`proposals.py`); `protocol.py` names what a trial carries.
@@ -15,7 +16,9 @@ from keras_sovit.tuner.phases import register_phase
 from keras_sovit.tuner.proposals import Observations
 from keras_sovit.tuner.proposals import ProposalRule
 from keras_sovit.tuner.proposals import register_proposal_rule
-from keras_sovit.tuner.protocol import DEFAULT_PHASES
+from keras_sovit.tuner import isoflop_phase  # noqa: F401 (registers it)
+from keras_sovit.tuner.protocol import ISOFLOP_PHASES
+from keras_sovit.tuner.protocol import PAPER_PHASES
 from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import checkpoint_metric_name
 from keras_sovit.tuner.shape_oracle import ShapeOracle
@@ -23,7 +26,8 @@ from keras_sovit.tuner.shape_search import ShapeSearch
 from keras_sovit.tuner.state import SearchState
 
 __all__ = [
-    "DEFAULT_PHASES",
+    "ISOFLOP_PHASES",
+    "PAPER_PHASES",
     "Observations",
     "Phase",
     "PhaseName",

@@ -1,9 +1,12 @@
 """`SearchConfig`: every argument that defines a shape search, frozen.
 
-The oracle builds one from its constructor arguments (filling the gaps
-from `default_plan`), saves it with the project, and on resume compares it
-with the saved one field by field: every field, present or future, is
-covered without a hand-kept list.
+The oracle builds one from its constructor arguments, saves it with the
+project, and on resume compares it with the saved one field by field:
+every field, present or future, is covered without a hand-kept list.
+Which search runs follows `phases`: by default the IsoFLOP search
+(`ISOFLOP_PHASES`, configured by `template` and `isoflop`), or, when any
+of the paper's sweep arguments is given, the paper's procedure
+(`PAPER_PHASES`, its gaps filled from `default_plan`).
 """
 
 import dataclasses
@@ -22,6 +25,7 @@ from keras_sovit._validation import check_positive_number
 from keras_sovit._validation import check_shape_spec
 from keras_sovit._validation import image_hw
 from keras_sovit.scaling import plan as plan_lib
+from keras_sovit.scaling.isoflop import IsoFlopSettings
 from keras_sovit.scaling.results import CHECKPOINT_SEPARATOR
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import Rounding
@@ -30,10 +34,14 @@ from keras_sovit.shapes import check_rounding
 from keras_sovit.tuner import phases as phases_lib
 from keras_sovit.tuner import proposals
 from keras_sovit.tuner.defaults import default_plan
-from keras_sovit.tuner.protocol import DEFAULT_PHASES
+from keras_sovit.tuner.defaults import paper_prior
 from keras_sovit.tuner.protocol import FINAL_TRIALS
 from keras_sovit.tuner.protocol import GRID_FRACTIONS
+from keras_sovit.tuner.protocol import PAPER_PHASES
+from keras_sovit.tuner.protocol import PAPER_SWEEP_ARGUMENTS
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
+from keras_sovit.tuner.protocol import PhaseName
+from keras_sovit.tuner.protocol import default_phases
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +49,12 @@ class SearchConfig:
     """The settings that define a shape search (see `ShapeOracle`).
 
     Build it with `SearchConfig.create(...)`, which validates the
-    arguments and fills the sweeps from `default_plan`. Settings of a
-    skipped sweep are `None` (with `exponents` given there is no star
-    sweep; with `base_shape` given, no grid sweep).
+    arguments, chooses the phases and fills the paper's sweeps from
+    `default_plan`. Settings of a sweep that does not run are `None` (with
+    `exponents` given there is no star sweep; with `base_shape` given, no
+    grid sweep; the IsoFLOP search has neither). `template` is the shape
+    whose heads and patch size every trial keeps; `isoflop` holds the
+    IsoFLOP search's settings (`None` for the paper's procedure).
     """
 
     objective: str
@@ -68,6 +79,9 @@ class SearchConfig:
     replicates: int
     final_seeds: int
     branch_budgets: object
+    template: ShapeSpec
+    isoflop: IsoFlopSettings
+    validation_seeds: int
 
     @classmethod
     def create(
@@ -76,8 +90,9 @@ class SearchConfig:
         base_shape=None, base_compute=None, rounding=None,
         final_trials=("proposal",), proposal_method="auto",
         validation_trials=False, validation_compute=None, image_size=224,
-        n_bootstrap=200, max_grid_extensions=8, phases=DEFAULT_PHASES,
-        replicates=1, final_seeds=1, branch_budgets=None,
+        n_bootstrap=200, max_grid_extensions=8, phases=None,
+        replicates=1, final_seeds=1, branch_budgets=None, template=None,
+        isoflop=None, validation_seeds=2,
     ):
         """Validates the arguments of `ShapeOracle`; returns the config."""
         target_compute = check_positive_number(
@@ -85,19 +100,17 @@ class SearchConfig:
         )
         image_size = image_hw(image_size)
         rounding = check_rounding(rounding)
-        if star_center is not None:
-            star_center = check_shape_spec(
-                "star_center", star_center, allow_dict=True
-            )
-        defaults = default_plan(target_compute, image_size, rounding,
-                                star_center)
-        sweeps = _sweeps(defaults, star_grids, star_budgets, grid,
-                         grid_budget, exponents, base_shape, base_compute)
+        given = {name: value for name, value in zip(PAPER_SWEEP_ARGUMENTS, (
+            star_center, star_grids, star_budgets, grid, grid_budget,
+            exponents, base_shape, base_compute)) if value is not None}
+        phases = _phase_names(default_phases(given) if phases is None
+                              else phases)
+        search = (_isoflop_search if PhaseName.ISOFLOP.value in phases
+                  else _paper_search)
         config = cls(
             objective=check_objective(objective).name,
             target_compute=target_compute,
             image_size=image_size,
-            star_center=defaults["star_center"],
             rounding=rounding,
             final_trials=_final_trials(final_trials),
             proposal_method=check_choice(
@@ -111,12 +124,15 @@ class SearchConfig:
             max_grid_extensions=check_non_negative_int(
                 "max_grid_extensions", max_grid_extensions
             ),
-            phases=_phase_names(phases),
+            phases=phases,
             replicates=check_positive_int("replicates", replicates),
             final_seeds=check_positive_int("final_seeds", final_seeds),
             branch_budgets=check_bool("branch_budgets", branch_budgets,
                                       allow_none=True),
-            **sweeps,
+            validation_seeds=check_positive_int("validation_seeds",
+                                                validation_seeds),
+            **search(target_compute, image_size, rounding, phases,
+                     template, isoflop, given),
         )
         if config.validation_trials:
             config = dataclasses.replace(
@@ -133,25 +149,26 @@ class SearchConfig:
 
     @property
     def run_star(self):
-        return self.exponents is None
+        return self.isoflop is None and self.exponents is None
 
     @property
     def run_grid(self):
-        return self.base_shape is None
+        return self.isoflop is None and self.base_shape is None
 
     @property
     def dims(self):
         """The scaled dimensions: those swept, or given exponents for."""
+        if self.isoflop is not None:
+            return SCALED_DIMS
         given = self.star_grids if self.run_star else self.exponents
         return tuple(d for d in SCALED_DIMS if d in given)
 
     @property
-    def template(self):
-        """The shape whose heads and patch size the sweeps keep."""
-        return self.base_shape or self.star_center
-
-    @property
     def sweep_budgets(self):
+        """Every compute a sweep trial may train (not the final runs)."""
+        if self.isoflop is not None:
+            return [self.target_compute * f for f in
+                    self.isoflop.fractions + self.isoflop.extra_fractions]
         budgets = list(self.star_budgets or ())
         if self.run_grid:
             budgets.append(self.grid_budget)
@@ -188,7 +205,7 @@ class SearchConfig:
         return ladders
 
     def sweep_shapes(self):
-        shapes = [self.star_center]
+        shapes = [self.template]
         if self.run_star:
             shapes += [s for s, _ in self.star_plan()]
         if self.run_grid:
@@ -218,7 +235,15 @@ class SearchConfig:
         if self.run_star:
             _check_star_sweep(self.star_center, self.star_grids,
                               self.star_budgets)
-        if not self.run_star and self.proposal_method == "joint":
+        if self.isoflop is not None and self.validation_trials:
+            raise ValueError(
+                "`validation_trials` checks the paper's proposal; the "
+                "IsoFLOP search verifies its own (a paired decision at its "
+                "top level, or one more level). Received: "
+                "validation_trials=True"
+            )
+        if (self.isoflop is None and not self.run_star
+                and self.proposal_method == "joint"):
             raise ValueError(
                 "`proposal_method='joint'` needs the star sweep; it is "
                 "skipped because `exponents` is given. Received: "
@@ -285,8 +310,69 @@ def check_objective(objective):
     return objective
 
 
-def _sweeps(defaults, star_grids, star_budgets, grid, grid_budget,
-            exponents, base_shape, base_compute):
+def _paper_search(target_compute, image_size, rounding, phases, template,
+                  isoflop, given):
+    """The fields of the paper's procedure: its sweeps, filled from
+    `default_plan`; the template is x0 if given, else the star centre."""
+    for name, value in (("template", template), ("isoflop", isoflop)):
+        if value is not None:
+            raise ValueError(
+                f"`{name}` configures the IsoFLOP search, but phases="
+                f"{list(phases)} run the paper's procedure, whose shapes "
+                "keep the star centre's (or base_shape's) heads and patch "
+                f"size. Leave it out. Received: {name}={value!r}"
+            )
+    star_center = given.get("star_center")
+    if star_center is not None:
+        star_center = check_shape_spec("star_center", star_center,
+                                       allow_dict=True)
+    defaults = default_plan(target_compute, image_size, rounding,
+                            star_center)
+    sweeps = _sweeps(defaults, **{k: v for k, v in given.items()
+                                  if k != "star_center"})
+    return dict(sweeps, star_center=defaults["star_center"],
+                template=sweeps["base_shape"] or defaults["star_center"],
+                isoflop=None)
+
+
+def _isoflop_search(target_compute, image_size, rounding, phases, template,
+                    isoflop, given):
+    """The fields of the IsoFLOP search: no sweeps, a template (default:
+    `default_plan`'s star centre, for its heads and patch size) and the
+    settings, whose prior defaults to `paper_prior`."""
+    for name, value in given.items():
+        raise ValueError(
+            f"`{name}` configures the paper's sweeps, which phases="
+            f"{list(phases)} do not run (the IsoFLOP search designs its own "
+            "trials). Leave it out, or pass phases=keras_sovit.tuner."
+            f"PAPER_PHASES. Received: {name}={value!r}"
+        )
+    mixed = [p for p in phases if p in PAPER_PHASES
+             and p != PhaseName.FINAL.value]
+    if mixed:
+        raise ValueError(
+            "`phases` must not mix the IsoFLOP search with the paper's "
+            f"phases {mixed}. Received: phases={list(phases)}"
+        )
+    if template is None:
+        template = default_plan(target_compute, image_size,
+                                rounding)["star_center"]
+    settings = IsoFlopSettings.create(isoflop)
+    if settings.prior is None:
+        settings = dataclasses.replace(
+            settings, prior=paper_prior(target_compute, image_size))
+    return dict(
+        star_center=None, star_grids=None, star_budgets=None, grid=None,
+        grid_budget=None, exponents=None, base_shape=None,
+        base_compute=None,
+        template=check_shape_spec("template", template, allow_dict=True),
+        isoflop=settings,
+    )
+
+
+def _sweeps(defaults, star_grids=None, star_budgets=None, grid=None,
+            grid_budget=None, exponents=None, base_shape=None,
+            base_compute=None):
     """The sweep fields: the arguments, else the defaults, else `None`."""
     if (base_shape is None) != (base_compute is None):
         raise ValueError(
@@ -365,7 +451,7 @@ def _check_star_sweep(star_center, star_grids, star_budgets):
 
 def _plain(value):
     """JSON-safe: shapes and rounding as dicts, tuples as lists."""
-    if isinstance(value, (ShapeSpec, Rounding)):
+    if isinstance(value, (ShapeSpec, Rounding, IsoFlopSettings)):
         return value.to_dict()
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}

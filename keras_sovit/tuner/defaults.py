@@ -1,4 +1,8 @@
-"""`default_plan`: the paper's sweeps scaled down to a target compute."""
+"""The paper's sweeps and grid optimum scaled down to a target compute.
+
+`default_plan` gives the paper's procedure its default sweeps;
+`paper_prior` centres the first design of the IsoFLOP search.
+"""
 
 import math
 
@@ -14,6 +18,8 @@ _PAPER_TARGET_GFLOPS = 9e12
 _PAPER_TOKENS = 256
 _STAR_BUDGET_FRACTIONS = (1 / 256, 1 / 128, 1 / 64)
 _GRID_BUDGET_FRACTION = 1 / 1000
+# The paper's grid optimum x0 was trained for 9.3e9 GFLOPs (SPEC §3.3).
+_PAPER_GRID_GFLOPS = 9.3e9
 
 
 def default_plan(
@@ -74,13 +80,48 @@ def default_plan(
     }
 
 
+def paper_prior(target_compute, image_size=224):
+    """The paper's grid optimum and exponents, scaled to a target.
+
+    x⁽⁰⁾ = 608/10/928 at t⁽⁰⁾ = 9.3e9 GFLOPs with the path exponents
+    s_k / 3 of its published rule (s = 0.22, 0.45, 0.6), moved to the
+    target as `default_plan` moves the paper's sweeps: shapes scaled by λ
+    (see `default_plan`), t⁽⁰⁾ by the target's ratio to the paper's 9e12.
+    The IsoFLOP search uses it only to centre its first design.
+
+    Returns:
+        `((width, depth, mlp_dim), t0, exponents)` as floats, the `prior`
+        of `keras_sovit.scaling.isoflop.IsoFlopSettings`.
+
+    Example:
+
+    ```python
+    shape, t0, s = keras_sovit.tuner.defaults.paper_prior(8.8e12)
+    # shape ≈ (605.7, 9.96, 924.6), t0 ≈ 9.09e9, s = (0.0733, 0.15, 0.2)
+    ```
+    """
+    scale = _scale(target_compute, image_size)
+    shape = tuple(float(v) * scale for v in plan_lib.PAPER_GRID_OPTIMUM)
+    t0 = _PAPER_GRID_GFLOPS * target_compute / _PAPER_TARGET_GFLOPS
+    exponents = tuple(plan_lib.PAPER_EXPONENTS[d] / len(SCALED_DIMS)
+                      for d in SCALED_DIMS)
+    return shape, float(t0), exponents
+
+
+def _scale(target_compute, image_size):
+    """λ of `default_plan`: parameters grow as √compute per token."""
+    height, width = image_hw(image_size)
+    patch = _patch_for_side(min(height, width))
+    tokens = (height // patch) * (width // patch)
+    return (target_compute * _PAPER_TOKENS
+            / (tokens * _PAPER_TARGET_GFLOPS)) ** (1 / 6)
+
+
 def _scaled_paper_center(target_compute, image_size, rounding):
     """The paper's star centre scaled to the target (see `default_plan`)."""
     height, width = image_hw(image_size)
     patch = _patch_for_side(min(height, width))
-    tokens = (height // patch) * (width // patch)
-    scale = (target_compute * _PAPER_TOKENS
-             / (tokens * _PAPER_TARGET_GFLOPS)) ** (1 / 6)
+    scale = _scale(target_compute, image_size)
     paper = plan_lib.PAPER_STAR_CENTER
 
     def snapped(value, step):

@@ -10,11 +10,11 @@ from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.tuner.protocol import BUDGET_FRACTIONS_HP
 from keras_sovit.tuner.protocol import COMPUTE_METRIC
-from keras_sovit.tuner.protocol import DEFAULT_PHASES
 from keras_sovit.tuner.protocol import MAX_SEED
 from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import SEED_HP
 from keras_sovit.tuner.protocol import UNTRAINED_PREFIX
+from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import checkpoint_metric_name
 from keras_sovit.tuner.protocol import format_fractions
 
@@ -236,7 +236,8 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             COMPUTE_METRIC, 1e-6, 1e30, sampling="log",
             default=max(1.0, one_step * 4 / self.checkpoints[0]),
         )
-        hp.Choice(PHASE_HP, list(DEFAULT_PHASES), default=DEFAULT_PHASES[-1])
+        phases = [p.value for p in PhaseName if p != PhaseName.DONE]
+        hp.Choice(PHASE_HP, phases, default=PhaseName.FINAL.value)
         hp.Int(SEED_HP, 0, MAX_SEED, default=0)
         # Declared, so a ShapeOracle gives one trial several budgets.
         hp.Fixed(BUDGET_FRACTIONS_HP, format_fractions(self.checkpoints))

@@ -296,14 +296,8 @@ class Proposal(Phase):
         target, info = rule.propose(observations, config.target_compute,
                                     grid)
         state.proposal_info_ = plain(info)
-        state.proposals_ = {"target": target.to_dict()}
-        if "control" in config.final_trials:
-            state.proposals_["control"] = grid.control(target).to_dict()
-        if "standard" in config.final_trials:
-            state.proposals_["standard"] = grid.standard(
-                observations.base_shape, observations.base_compute,
-                config.target_compute,
-            ).to_dict()
+        set_proposals(context, target, observations.base_shape,
+                      observations.base_compute)
         if config.validation_compute is not None:
             shape, _ = rule.propose(observations, config.validation_compute,
                                     grid)
@@ -391,6 +385,21 @@ class Final(Phase):
         context.state.final_ = plain(final)
         context.state.verdict_ = plain(_verdict(final))
         return True
+
+
+def set_proposals(context, target, base_shape, base_compute):
+    """`state.proposals_`: the target and the baselines the final trials
+    ask for ("control": the standard ViT of the target's per-example
+    compute; "standard": the standard-aspect ViT chosen from x0 and t0
+    alone, see `ShapeGrid.standard`)."""
+    config, grid = context.config, context.shape_grid
+    proposals_ = {"target": target.to_dict()}
+    if "control" in config.final_trials:
+        proposals_["control"] = grid.control(target).to_dict()
+    if "standard" in config.final_trials:
+        proposals_["standard"] = grid.standard(
+            base_shape, base_compute, config.target_compute).to_dict()
+    context.state.proposals_ = proposals_
 
 
 def _role_shape(context, role):

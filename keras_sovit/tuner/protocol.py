@@ -47,14 +47,17 @@ _DIM_LIMITS = {"width": 1 << 16, "depth": 1 << 12, "mlp_dim": 1 << 18}
 
 
 class PhaseName(enum.StrEnum):
-    """The built-in phases of a shape search, in their default order.
+    """The built-in phases of a shape search.
 
     The values are the `phase` hyperparameter of trials, the phase names
     in the oracle's state and report, and the keys of the phase registry
-    (`keras_sovit.tuner.phases`). `PROPOSAL` runs no trials; `DONE` is the
-    end of every search.
+    (`keras_sovit.tuner.phases`). `ISOFLOP` is the default search's
+    (`ISOFLOP_PHASES`); `STAR` to `VALIDATION` are the paper's procedure
+    (`PAPER_PHASES`); `FINAL` ends both. `SIGNAL` and `PROPOSAL` run no
+    trials; `DONE` is the end of every search.
     """
 
+    ISOFLOP = "isoflop"
     STAR = "star"
     GRID = "grid"
     SIGNAL = "signal"
@@ -64,8 +67,15 @@ class PhaseName(enum.StrEnum):
     DONE = "done"
 
 
-# The phases a search runs unless told otherwise (`DONE` is implied).
-DEFAULT_PHASES = (
+# The default search: IsoFLOP levels, the path to the target and its
+# verification in one phase (`keras_sovit.tuner.isoflop_phase`), then the
+# final trials (`DONE` is implied).
+ISOFLOP_PHASES = (PhaseName.ISOFLOP.value, PhaseName.FINAL.value)
+
+# The paper's procedure: star and grid sweeps, the signal gate, a proposal
+# rule, the optional validation trials and the final trials. A search given
+# any of the paper's sweep arguments runs it (`default_phases`).
+PAPER_PHASES = (
     PhaseName.STAR.value,
     PhaseName.GRID.value,
     PhaseName.SIGNAL.value,
@@ -73,6 +83,23 @@ DEFAULT_PHASES = (
     PhaseName.VALIDATION.value,
     PhaseName.FINAL.value,
 )
+
+# The constructor arguments that configure the paper's sweeps: a search
+# given any of them runs `PAPER_PHASES` unless `phases` says otherwise.
+PAPER_SWEEP_ARGUMENTS = (
+    "star_center", "star_grids", "star_budgets", "grid", "grid_budget",
+    "exponents", "base_shape", "base_compute",
+)
+
+
+def default_phases(paper_arguments):
+    """`PAPER_PHASES` if any paper sweep argument is given, else
+    `ISOFLOP_PHASES`.
+
+    Args:
+        paper_arguments: the names of the `PAPER_SWEEP_ARGUMENTS` given.
+    """
+    return PAPER_PHASES if paper_arguments else ISOFLOP_PHASES
 
 
 def trial_values(phase, shape, compute, seed=None, fractions=None):

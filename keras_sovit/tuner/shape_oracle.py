@@ -13,7 +13,6 @@ from keras_sovit.tuner import trials as trials_lib
 from keras_sovit.tuner.config import SearchConfig
 from keras_sovit.tuner.config import check_objective
 from keras_sovit.tuner.protocol import BUDGET_FRACTIONS_HP
-from keras_sovit.tuner.protocol import DEFAULT_PHASES
 from keras_sovit.tuner.protocol import OPTIONAL_HP_NAMES
 from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
@@ -26,34 +25,37 @@ from keras_sovit.tuner.state import plain
 logger = logging.getLogger(__name__)
 
 class ShapeOracle(keras_tuner.Oracle):
-    """Searches the compute-optimal ViT shape by the paper's scaling law.
+    """Searches the compute-optimal ViT shape for `target_compute`.
 
-    The oracle runs the procedure of "Getting ViT in Shape" as KerasTuner
-    trials, phase by phase (`phases`, by default `"star"`, `"grid"`,
-    `"proposal"`, `"validation"`, `"final"`): a star sweep (one shape
-    dimension varied at a time below a large centre, at several compute
-    budgets) fitted by the per-dimension law of Eq. (2), which gives the
-    scaling exponents; a grid sweep that finds a small compute-optimal
-    shape x0; a proposal for `target_compute` by the chosen rule; optional
-    validation trials; and the final trial(s). Skipped phases (given
-    exponents skip the star sweep, a given base shape the grid sweep) are
-    passed over.
+    The oracle runs a shape search as KerasTuner trials, walking its
+    phases (design: CONTRIBUTING.md). By default (`ISOFLOP_PHASES`) it
+    runs the model-agnostic IsoFLOP search (`"isoflop"`: at T/4096 to
+    T/64, rounds of central composite designs in log(width, depth, MLP)
+    around the predicted optimum, a quadratic fitted at each compute, the
+    optimum's power-law path extrapolated to T, its bootstrap expected
+    regret, and a paired verification that may buy a level at T/32; every
+    shape sees at least one example per weight; sweeps ≤ 1.5 T), then the
+    final trial(s) at T. Given any of the paper's sweep arguments
+    (`star_*`, `grid*`, `exponents`, `base_shape`), it runs the paper's
+    procedure instead (`PAPER_PHASES`): the star sweep fitted by Eq. (2),
+    the grid sweep for x0, the signal gate, the proposal rule, optional
+    validation trials and the final trial(s); given exponents skip the
+    star sweep, a given base shape the grid sweep.
 
     Every trial carries its shape, its compute budget `compute_gflops`
-    (examples seen × forward GFLOPs per example) and its `phase`, as plain
-    Python values (`keras_sovit.tuner.protocol`). The hypermodel (e.g.
-    `SoViTHyperModel`) reports the objective, optionally at compute
-    checkpoints (`checkpoint_metric_name`), read by
-    `keras_sovit.scaling.results.trial_rows`. Failed trials and NaN values
-    are left out of the fits (`excluded_trials`).
-
-    Several workers may run one phase's trials in parallel; the oracle
-    answers IDLE while a phase waits for running trials. Configuration and
-    state are saved with the project, so `overwrite=False` resumes; every
-    field of the configuration (`config`) must then equal the saved one,
-    or a `ValueError` asks for `overwrite=True` or a new project. Retries
-    and failure limits follow the constructor. Reports go to `<project>/
-    shape_report.json`, `sweep_results.csv` and plots.
+    (examples seen × forward GFLOPs per example), its `phase` and, where
+    used, a `seed`, as plain Python values (`keras_sovit.tuner.protocol`).
+    The hypermodel reports the objective, optionally at compute
+    checkpoints; only finished runs (the end of a schedule or of a
+    cooldown branch) enter the fits. Failed trials and NaN values are left
+    out (`excluded_trials`). Several workers may run a phase's (or a
+    round's) trials in parallel; the oracle answers IDLE while the next
+    step waits for running trials. Configuration and state are saved with
+    the project, so `overwrite=False` resumes; every field of `config`
+    must then equal the saved one, or a `ValueError` asks for
+    `overwrite=True` or a new project. Reports, with the search's compute
+    in units of T, go to `<project>/shape_report.json` and
+    `sweep_results.csv`.
 
     Args:
         objective: `keras_tuner.Objective` or str. A loss-like metric to
@@ -71,21 +73,28 @@ class ShapeOracle(keras_tuner.Oracle):
             shape; given with `base_compute`, the grid sweep is skipped.
         base_compute: float or `None`. The compute `base_shape` is optimal
             for.
-        rounding: `keras_sovit.scaling.Rounding` or `None`. How proposed
-            shapes are rounded; defaults to multiples of 16.
+        rounding: `keras_sovit.scaling.Rounding` or `None`. The lattice of
+            shapes; defaults to multiples of 16.
+        template: `ShapeSpec`, dict, or `None`. The IsoFLOP search's shapes
+            keep its heads and patch size; defaults to `default_plan`'s.
+        isoflop: `keras_sovit.scaling.isoflop.IsoFlopSettings`, dict, or
+            `None` (its defaults). Settings of the IsoFLOP search.
         final_trials: tuple of `"proposal"` and/or `"control"` (a standard
             ViT, MLP = 4 × width, of equal compute).
-        proposal_method: str. A registered proposal rule: `"paper"`,
-            `"joint"` or `"auto"` (see `keras_sovit.tuner.proposals`).
+        proposal_method: str. The paper's procedure's proposal rule:
+            `"auto"`, `"paper"`, `"joint"` or `"isoflop"`
+            (`keras_sovit.tuner.proposals`).
         validation_trials: bool. Train the proposal and its ×1.2 / ÷1.2
-            neighbours at `validation_compute` (the paper's Fig. 6).
+            neighbours at `validation_compute`, `validation_seeds` times
+            each, and decide local optimality at a stated error rate.
         validation_compute: float or `None`. Defaults to the geometric mean
             of the largest sweep budget and `target_compute`.
         image_size: int or `(height, width)`. Image size used for compute.
         n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
         max_grid_extensions: int. How often the grid may be extended when
             its optimum lies on the boundary.
-        phases: tuple of str. Registered phase names, in order.
+        phases: tuple of str or `None`. Registered phase names, in order;
+            `None` chooses `ISOFLOP_PHASES` or `PAPER_PHASES` (above).
         seed: int or `None`. Random seed (also of the fits).
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -93,7 +102,10 @@ class ShapeOracle(keras_tuner.Oracle):
     Example:
 
     ```python
-    oracle = keras_sovit.tuner.ShapeOracle(
+    oracle = keras_sovit.tuner.ShapeOracle("val_loss", target_compute=2e4,
+                                           image_size=32)
+    oracle.config.phases  # ('isoflop', 'final')
+    paper = keras_sovit.tuner.ShapeOracle(
         objective=keras_tuner.Objective("fewshot_10shot_error", "min"),
         target_compute=2e4,
         star_center=keras_sovit.ShapeSpec(64, 6, 256, 4, patch_size=4),
@@ -105,7 +117,7 @@ class ShapeOracle(keras_tuner.Oracle):
         grid_budget=50.0,
         image_size=32,
     )
-    oracle.config.dims  # ('width', 'depth', 'mlp_dim')
+    paper.config.phases[:2]  # ('star', 'grid')
     ```
     """
 
@@ -115,8 +127,9 @@ class ShapeOracle(keras_tuner.Oracle):
         base_shape=None, base_compute=None, rounding=None,
         final_trials=("proposal",), proposal_method="auto",
         validation_trials=False, validation_compute=None, image_size=224,
-        n_bootstrap=200, max_grid_extensions=8, phases=DEFAULT_PHASES,
-        seed=None, max_retries_per_trial=0, max_consecutive_failed_trials=3,
+        n_bootstrap=200, max_grid_extensions=8, phases=None, seed=None,
+        max_retries_per_trial=0, max_consecutive_failed_trials=3,
+        template=None, isoflop=None, validation_seeds=2,
     ):
         self.config = SearchConfig.create(
             objective, target_compute, star_center=star_center,
@@ -129,6 +142,8 @@ class ShapeOracle(keras_tuner.Oracle):
             validation_compute=validation_compute, image_size=image_size,
             n_bootstrap=n_bootstrap,
             max_grid_extensions=max_grid_extensions, phases=phases,
+            template=template, isoflop=isoflop,
+            validation_seeds=validation_seeds,
         )
         super().__init__(
             objective=check_objective(objective), max_trials=None,
@@ -136,7 +151,7 @@ class ShapeOracle(keras_tuner.Oracle):
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
-        self._phases = {n: phases_lib.get_phase(n) for n in self.config.phases}
+        self._phases = self._new_phases()
         self._state = self._initial_state()
         self._state.phase = self._next_phase(None)
 
@@ -184,7 +199,7 @@ class ShapeOracle(keras_tuner.Oracle):
 
     @property
     def method(self):
-        """The proposal rule that made the proposal ("paper", "joint")."""
+        """What made the proposal ("isoflop", "paper", "joint")."""
         return self._state.proposal_info_.get("method")
 
     @property
@@ -226,6 +241,8 @@ class ShapeOracle(keras_tuner.Oracle):
             "control": self._state.proposals_.get("control"),
             "final_results": trials_lib.final_scores(
                 self.trials, PhaseName.FINAL.value),
+            "compute": trials_lib.compute_report(
+                self.trials, self.config.target_compute),
         })
 
     # ------------------------------------------------------------------
@@ -297,6 +314,7 @@ class ShapeOracle(keras_tuner.Oracle):
         saved = state["shape_oracle"]
         self.config.check_resume(saved["config"])
         self._state = SearchState.from_dict(saved["state"])
+        self._phases = self._new_phases()  # No cache outlives a reload.
 
     # ------------------------------------------------------------------
     # The phase walk.
@@ -309,6 +327,9 @@ class ShapeOracle(keras_tuner.Oracle):
             base_shape_=config.base_shape and config.base_shape.to_dict(),
             base_compute_=config.base_compute,
         )
+
+    def _new_phases(self):
+        return {n: phases_lib.get_phase(n) for n in self.config.phases}
 
     def _context(self):
         return phases_lib.SearchContext(

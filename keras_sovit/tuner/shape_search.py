@@ -1,8 +1,9 @@
 """`ShapeSearch`: a `keras_tuner.Tuner` built around a `ShapeOracle`."""
 
+import inspect
+
 import keras_tuner
 
-from keras_sovit.tuner.protocol import DEFAULT_PHASES
 from keras_sovit.tuner.shape_oracle import ShapeOracle
 
 
@@ -13,39 +14,16 @@ class ShapeSearch(keras_tuner.Tuner):
     arguments and passes everything else to `keras_tuner.Tuner` (directory,
     project_name, overwrite, distribution_strategy, ...). After `search`,
     `tuner.oracle.proposal` is the compute-optimal shape for
-    `target_compute` and `tuner.oracle.star_fit_` the fitted law.
+    `target_compute` and `tuner.oracle.report()` says how it was found.
 
     Args:
         hypermodel: `keras_tuner.HyperModel`, e.g.
             `keras_sovit.tuner.SoViTHyperModel`. It must declare the
             oracle's hyperparameters.
-        objective: `keras_tuner.Objective` or str. A loss-like metric to
-            minimise, e.g. `keras_tuner.Objective("fewshot_10shot_error",
-            "min")`.
-        target_compute: float. GFLOPs of the final training run.
-        star_center: `ShapeSpec`, dict, or `None`. Centre of the star sweep.
-        star_grids: dict or `None`. Values per dimension below the centre.
-        star_budgets: list of floats or `None`. Star-sweep budgets.
-        grid: dict or `None`. Values per dimension of the grid sweep.
-        grid_budget: float or `None`. Compute budget of the grid sweep.
-        exponents: dict or `None`. Given, the star sweep is skipped.
-        base_shape: `ShapeSpec`, dict, or `None`. Given with
-            `base_compute`, the grid sweep is skipped.
-        base_compute: float or `None`. The compute `base_shape` is optimal
-            for.
-        rounding: `keras_sovit.scaling.Rounding` or `None`.
-        final_trials: tuple of `"proposal"` and/or `"control"`.
-        proposal_method: `"paper"`, `"joint"` or `"auto"`.
-        validation_trials: bool. Train the proposal's ±20% neighbours.
-        validation_compute: float or `None`. Compute of those trials.
-        image_size: int or `(height, width)`. Image size used for compute.
-        n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
-        max_grid_extensions: int. Grid extensions allowed.
-        phases: tuple of str. Registered phase names, in order.
-        seed: int or `None`. Random seed.
-        max_retries_per_trial: int. Retries of a crashed trial.
-        max_consecutive_failed_trials: int. Failures in a row that abort.
-        **kwargs: arguments of `keras_tuner.Tuner`.
+        **kwargs: the arguments of `ShapeOracle` (`objective`,
+            `target_compute`, the search's settings, `seed`, ...) build the
+            oracle; the rest go to `keras_tuner.Tuner` (`directory`,
+            `project_name`, `overwrite`, `distribution_strategy`, ...).
 
     Example:
 
@@ -68,57 +46,10 @@ class ShapeSearch(keras_tuner.Tuner):
     ```
     """
 
-    def __init__(
-        self,
-        hypermodel=None,
-        objective=None,
-        target_compute=None,
-        star_center=None,
-        star_grids=None,
-        star_budgets=None,
-        grid=None,
-        grid_budget=None,
-        exponents=None,
-        base_shape=None,
-        base_compute=None,
-        rounding=None,
-        final_trials=("proposal",),
-        proposal_method="auto",
-        validation_trials=False,
-        validation_compute=None,
-        image_size=224,
-        n_bootstrap=200,
-        max_grid_extensions=8,
-        phases=DEFAULT_PHASES,
-        seed=None,
-        max_retries_per_trial=0,
-        max_consecutive_failed_trials=3,
-        **kwargs,
-    ):
-        oracle = ShapeOracle(
-            objective=objective,
-            target_compute=target_compute,
-            star_center=star_center,
-            star_grids=star_grids,
-            star_budgets=star_budgets,
-            grid=grid,
-            grid_budget=grid_budget,
-            exponents=exponents,
-            base_shape=base_shape,
-            base_compute=base_compute,
-            rounding=rounding,
-            final_trials=final_trials,
-            proposal_method=proposal_method,
-            validation_trials=validation_trials,
-            validation_compute=validation_compute,
-            image_size=image_size,
-            n_bootstrap=n_bootstrap,
-            max_grid_extensions=max_grid_extensions,
-            phases=phases,
-            seed=seed,
-            max_retries_per_trial=max_retries_per_trial,
-            max_consecutive_failed_trials=max_consecutive_failed_trials,
-        )
+    def __init__(self, hypermodel=None, **kwargs):
+        names = inspect.signature(ShapeOracle).parameters
+        oracle = ShapeOracle(**{k: kwargs.pop(k) for k in list(kwargs)
+                                if k in names})
         _check_same_images(oracle, hypermodel)
         super().__init__(oracle, hypermodel, **kwargs)
 

@@ -68,19 +68,41 @@ def final_metrics(trials, phase):
 
 
 def compute_spent(trials):
-    """GFLOPs trained by all completed trials.
+    """GFLOPs trained by all completed trials (see `compute_by_phase`)."""
+    return float(sum(compute_by_phase(trials).values()))
+
+
+def compute_by_phase(trials):
+    """Phase -> GFLOPs trained by its completed trials.
 
     A trial's `charged_gflops` metric when reported (a branched run trains
     its main run and every cooldown), else its budget.
     """
-    total = 0.0
+    total = {}
     for trial in trials.values():
         if trial.status == TrialStatus.COMPLETED:
             metrics = trial.metrics
-            total += (metrics.get_last_value(CHARGED_METRIC)
-                      if metrics.exists(CHARGED_METRIC) else
-                      trial.hyperparameters.values[COMPUTE_METRIC])
-    return float(total)
+            values = trial.hyperparameters.values
+            spent = (metrics.get_last_value(CHARGED_METRIC)
+                     if metrics.exists(CHARGED_METRIC) else
+                     values[COMPUTE_METRIC])
+            phase = str(values.get(PHASE_HP))
+            total[phase] = total.get(phase, 0.0) + float(spent)
+    return total
+
+
+def compute_report(trials, target_compute):
+    """The search's cost in units of the target compute T: per phase, the
+    search without its final trials, and in all (final trials included)."""
+    spent = compute_by_phase(trials)
+    final = spent.get("final", 0.0)
+    total = sum(spent.values())
+    return {
+        "target_compute": float(target_compute),
+        "by_phase": {p: v / target_compute for p, v in spent.items()},
+        "search": (total - final) / target_compute,
+        "total": total / target_compute,
+    }
 
 
 def final_scores(trials, phase):
