@@ -56,8 +56,8 @@ class PhaseName(enum.StrEnum):
     """
 
     STAR = "star"
-    GRID = "grid"
     SIGNAL = "signal"
+    GRID = "grid"
     PROPOSAL = "proposal"
     VALIDATION = "validation"
     FINAL = "final"
@@ -67,8 +67,8 @@ class PhaseName(enum.StrEnum):
 # The phases a search runs unless told otherwise (`DONE` is implied).
 DEFAULT_PHASES = (
     PhaseName.STAR.value,
-    PhaseName.GRID.value,
     PhaseName.SIGNAL.value,
+    PhaseName.GRID.value,
     PhaseName.PROPOSAL.value,
     PhaseName.VALIDATION.value,
     PhaseName.FINAL.value,

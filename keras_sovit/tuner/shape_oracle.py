@@ -86,6 +86,11 @@ class ShapeOracle(keras_tuner.Oracle):
         max_grid_extensions: int. How often the grid may be extended when
             its optimum lies on the boundary.
         phases: tuple of str. Registered phase names, in order.
+        replicates: int. Seeds of every sweep trial.
+        final_seeds: int. Seeds of every final trial.
+        branch_budgets: bool or `None`. Whether one trial trains several
+            cooled budgets (`budget_fractions`); `None`: when the
+            hypermodel declares `budget_fractions`.
         seed: int or `None`. Random seed (also of the fits).
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -116,7 +121,8 @@ class ShapeOracle(keras_tuner.Oracle):
         final_trials=("proposal",), proposal_method="auto",
         validation_trials=False, validation_compute=None, image_size=224,
         n_bootstrap=200, max_grid_extensions=8, phases=DEFAULT_PHASES,
-        seed=None, max_retries_per_trial=0, max_consecutive_failed_trials=3,
+        replicates=1, final_seeds=1, branch_budgets=None, seed=None,
+        max_retries_per_trial=0, max_consecutive_failed_trials=3,
     ):
         self.config = SearchConfig.create(
             objective, target_compute, star_center=star_center,
@@ -129,6 +135,8 @@ class ShapeOracle(keras_tuner.Oracle):
             validation_compute=validation_compute, image_size=image_size,
             n_bootstrap=n_bootstrap,
             max_grid_extensions=max_grid_extensions, phases=phases,
+            replicates=replicates, final_seeds=final_seeds,
+            branch_budgets=branch_budgets,
         )
         super().__init__(
             objective=check_objective(objective), max_trials=None,
