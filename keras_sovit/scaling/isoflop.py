@@ -6,305 +6,35 @@ smoothly with compute; it never assumes a functional form for the loss.
 See `IsoFlopSearch` for the phases and their contracts.
 """
 
+import dataclasses
 import itertools
 import numbers
 
 import numpy as np
 
+from keras_sovit._validation import check_bounds
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_range_pair
+from keras_sovit._validation import image_hw
+from keras_sovit.scaling.path import fit_path
+from keras_sovit.scaling.surfaces import ccd_design
+from keras_sovit.scaling.surfaces import fit_surface
+from keras_sovit.scaling.surfaces import minimise_quadratic
+from keras_sovit.scaling.surfaces import positive_definite
+from keras_sovit.scaling.surfaces import whitened_spread
+from keras_sovit.shapes import SCALED_DIMS as DIMS
+from keras_sovit.shapes import Rounding
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import image_hw
+from keras_sovit.shapes import forward_gflops
+from keras_sovit.shapes import param_count
 
-DIMS = ("width", "depth", "mlp_dim")
-
-
-class ShapeCost:
-    """Vectorised exact parameter and forward-GFLOP counts of `ShapeSpec`.
-
-    Both counts are polynomials in (width, depth, mlp_dim) of degree at
-    most (2, 1, 1). Their coefficients are read off `ShapeSpec.num_params`
-    and `ShapeSpec.gflops` by exact interpolation on 12 small shapes, so
-    the formulas live in one place (`ShapeSpec`) and this class only
-    vectorises them. The interpolant is checked against `ShapeSpec` on two
-    large shapes; a `RuntimeError` says so if `ShapeSpec` ever leaves this
-    polynomial family. The head count does not enter either count.
-
-    Args:
-        patch_size: int. Defaults to `14`.
-        image_size: int or (height, width). Defaults to `224`.
-        pool_type: str. As in `ShapeSpec.gflops`. Defaults to `"map"`.
-
-    Example:
-
-    ```python
-    from keras_sovit.scaling.isoflop import ShapeCost
-    cost = ShapeCost(patch_size=14)
-    cost.gflops(1152, 27, 4304)  # 220.35..., as ShapeSpec.gflops()
-    cost.num_params([608, 1152], [10, 27], [928, 4304])
-    ```
-    """
-
-    _POWERS = list(itertools.product((0, 1, 2), (0, 1), (0, 1)))
-
-    def __init__(self, patch_size=14, image_size=224, pool_type="map"):
-        self.patch_size = patch_size
-        self.image_size = image_hw(image_size)
-        self.pool_type = pool_type
-        nodes = list(itertools.product((1, 2, 3), (1, 2), (1, 2)))
-        basis = np.array([self._monomials(*n) for n in nodes])
-        self._coef = {}
-        for kind in ("gflops", "num_params"):
-            values = [self._exact(kind, *n) for n in nodes]
-            self._coef[kind] = np.linalg.solve(basis, np.array(values))
-        self._check()
-
-    def _exact(self, kind, width, depth, mlp_dim):
-        shape = ShapeSpec(width, depth, mlp_dim, 1, self.patch_size)
-        return getattr(shape, kind)(
-            self.image_size, pool_type=self.pool_type, strict=False
-        )
-
-    def _monomials(self, width, depth, mlp_dim):
-        w, d, m = (np.asarray(v, dtype=float) for v in (width, depth, mlp_dim))
-        return np.stack(
-            np.broadcast_arrays(*[w**i * d**j * m**k for i, j, k in
-                                  self._POWERS]),
-            axis=-1,
-        )
-
-    def _check(self):
-        for shape in ((608, 10, 928), (1968, 40, 6144)):
-            for kind in ("gflops", "num_params"):
-                exact = self._exact(kind, *shape)
-                got = float(getattr(self, kind)(*shape))
-                if abs(got - exact) > 1e-9 * abs(exact):
-                    raise RuntimeError(
-                        f"ShapeSpec.{kind} is no longer a polynomial of "
-                        f"degree (2, 1, 1): {got} vs {exact} at {shape}."
-                    )
-
-    def gflops(self, width, depth, mlp_dim):
-        """Forward GFLOPs per image, as `ShapeSpec.gflops`, vectorised."""
-        return self._monomials(width, depth, mlp_dim) @ self._coef["gflops"]
-
-    def num_params(self, width, depth, mlp_dim):
-        """Weights of the backbone, as `ShapeSpec.num_params`, vectorised."""
-        return (
-            self._monomials(width, depth, mlp_dim) @ self._coef["num_params"]
-        )
+# Fewest distinct shapes a full quadratic in three log-sizes needs.
+_N_COEF = 10
 
 
 # ---------------------------------------------------------------------------
-# Response surfaces in log-shape at one compute.
-
-_N_COEF = 10  # 1, 3 linear, 3 square, 3 cross terms
-
-
-def quadratic_features(z):
-    """Columns 1, z_k, z_k², z_j z_k of a full quadratic in 3 variables.
-
-    Args:
-        z: array (n, 3).
-
-    Returns:
-        Array (n, 10).
-    """
-    z = np.atleast_2d(np.asarray(z, dtype=float))
-    cross = [z[:, 0] * z[:, 1], z[:, 0] * z[:, 2], z[:, 1] * z[:, 2]]
-    return np.column_stack([np.ones(len(z)), z, z**2, *cross])
-
-
-class Surface:
-    """A quadratic in log-shape fitted to log-metrics at one compute.
-
-    q(u) = c + gᵀ z + ½ zᵀ A z with z = Pᵀ (u − centre): P (`basis`) maps
-    log-shape deviations to the design's own coordinates. `gradient` and
-    `hessian` are in log-shape units.
-
-    Args:
-        centre: array (3,). Log-shape the expansion is taken around.
-        basis: array (3, 3). P.
-        c: float. Value at the centre.
-        g: array (3,). Gradient in z.
-        a: array (3, 3). Hessian in z.
-        sigma: float. Residual standard deviation of the log-metric.
-    """
-
-    def __init__(self, centre, basis, c, g, a, sigma, dof=1):
-        self.dof = int(dof)
-        self.centre = np.asarray(centre, dtype=float)
-        self.basis = np.asarray(basis, dtype=float)
-        self.c = float(c)
-        self.g = np.asarray(g, dtype=float)
-        self.a = np.asarray(a, dtype=float)
-        self.sigma = float(sigma)
-
-    def __call__(self, u):
-        """Predicted log-metric at log-shapes `u` (n, 3) or (3,)."""
-        z = (np.atleast_2d(u) - self.centre) @ self.basis
-        out = self.c + z @ self.g + 0.5 * np.einsum("ni,ij,nj->n", z,
-                                                     self.a, z)
-        return out if np.ndim(u) > 1 else float(out[0])
-
-    @property
-    def gradient(self):
-        """Gradient at the centre, in log-shape units."""
-        return self.basis @ self.g
-
-    @property
-    def hessian(self):
-        """Hessian in log-shape units (constant)."""
-        return self.basis @ self.a @ self.basis.T
-
-
-def _coef_to_quadratic(coef):
-    a = np.diag(2.0 * coef[4:7])
-    a[0, 1] = a[1, 0] = coef[7]
-    a[0, 2] = a[2, 0] = coef[8]
-    a[1, 2] = a[2, 1] = coef[9]
-    return coef[0], coef[1:4], a
-
-
-def fit_surface(u, y, centre, basis, weights=None, hessian=None,
-                prior=None):
-    """Weighted least-squares `Surface` of log-metrics `y` at `u`.
-
-    A full quadratic (10 coefficients), or, with `hessian` given, a
-    borrowed-curvature model c + gᵀ z + λ · ½ (u − centre)ᵀ H (u − centre)
-    (5 coefficients: the shape of the curvature comes from another level,
-    its scale λ from these points).
-
-    Args:
-        u: array (n, 3). Log-shapes.
-        y: array (n,). Log-metrics.
-        centre: array (3,). The expansion point.
-        basis: array (3, 3). Design coordinates z = basisᵀ (u − centre).
-        weights: array (n,) or None. Per-trial weights (a bootstrap draw).
-        hessian: array (3, 3) or None. A borrowed curvature (log units).
-        prior: `(a, weight)` or None. A ridge pulling the full quadratic's
-            curvature towards `a` (3 × 3, in design coordinates z) with
-            `weight` (noise variance over prior variance): six
-            pseudo-observations, so a noisy level cannot turn a bowl into
-            a saddle on its own.
-
-    Returns:
-        A `Surface`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_sovit.scaling.isoflop import ccd_design, fit_surface
-    u = ccd_design(np.zeros(3), np.eye(3) * 0.5)
-    y = 0.3 * ((u - 0.1) ** 2).sum(axis=1)
-    surface = fit_surface(u, y, np.zeros(3), np.eye(3) * 2)
-    np.linalg.solve(surface.hessian, -surface.gradient)  # [0.1, 0.1, 0.1]
-    ```
-    """
-    u = np.asarray(u, dtype=float)
-    y = np.asarray(y, dtype=float)
-    z = (u - centre) @ basis
-    if hessian is None:
-        phi = quadratic_features(z)
-    else:
-        du = u - centre
-        bend = 0.5 * np.einsum("ni,ij,nj->n", du, hessian, du)
-        phi = np.column_stack([np.ones(len(z)), z, bend])
-    if len(u) < phi.shape[1]:
-        raise ValueError(
-            f"`u` must hold at least {phi.shape[1]} points for this model. "
-            f"Received: {len(u)} points"
-        )
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, float)
-    root = np.sqrt(w)[:, None]
-    lhs, rhs = phi * root, y * root[:, 0]
-    if prior is not None and hessian is None:
-        rows, targets = _curvature_prior(*prior)
-        lhs, rhs = np.vstack([lhs, rows]), np.concatenate([rhs, targets])
-    coef, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
-    resid = y - phi @ coef
-    dof = max(len(y) - phi.shape[1], 1)
-    sigma = np.sqrt(np.sum(w * resid**2) / np.sum(w) * len(y) / dof)
-    if hessian is None:
-        c, g, a = _coef_to_quadratic(coef)
-    else:
-        inv = np.linalg.inv(basis)
-        c, g, a = coef[0], coef[1:4], coef[4] * (inv @ hessian @ inv.T)
-    return Surface(centre, basis, c, g, a, sigma, dof)
-
-
-def _curvature_prior(a, weight):
-    """Pseudo-rows tying the quadratic coefficients to the curvature a."""
-    index = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
-    rows = np.zeros((6, _N_COEF))
-    targets = np.zeros(6)
-    for r, (j, k) in enumerate(index):
-        rows[r, 4 + r] = 1.0
-        targets[r] = a[j, k] / 2 if j == k else a[j, k]
-    root = np.sqrt(weight)
-    return rows * root, targets * root
-
-
-_ROTATABLE = 8 ** 0.25  # axial distance of a rotatable 3-factor CCD
-
-
-def ccd_design(centre, spread, axial=_ROTATABLE, centre_points=2,
-               corners_only=False):
-    """A central composite design in log-shape.
-
-    In design coordinates z: the 8 corners (±1, ±1, ±1), the 6 axial points
-    at ±`axial` and `centre_points` replicates of 0; log-shapes are
-    u = centre + z · `spread`ᵀ (`spread` maps z to log-shape deviations).
-    `corners_only` drops the axial points (for a borrowed curvature).
-
-    Args:
-        centre: array (3,). Log-shape.
-        spread: array (3, 3). Columns are the log-shape steps of z's axes.
-        axial: float. Defaults to 8^(1/4) (rotatable).
-        centre_points: int. Replicates of the centre. Defaults to `2`.
-        corners_only: bool. Defaults to `False`.
-
-    Returns:
-        Array (n, 3) of log-shapes.
-    """
-    z = [np.array(list(itertools.product((-1.0, 1.0), repeat=3)))]
-    if not corners_only:
-        z.append(np.vstack([np.eye(3), -np.eye(3)]) * axial)
-    z.append(np.zeros((centre_points, 3)))
-    return np.asarray(centre, float) + np.vstack(z) @ np.asarray(spread).T
-
-
-def whitened_spread(hessian, rise, max_step):
-    """Design steps whose corners rise by `rise` under `hessian`.
-
-    With H = V Λ Vᵀ, the spread is ρ V Λ^(−1/2) with ρ = sqrt(2·rise/3), so
-    every corner (|z|² = 3) sits `rise` above the centre in the quadratic;
-    flat directions are capped at `max_step` log units.
-
-    Args:
-        hessian: array (3, 3). Curvature of the log-metric.
-        rise: float. Target rise at the corners (log units).
-        max_step: float. Largest step along any eigen-direction.
-
-    Returns:
-        Array (3, 3).
-    """
-    rho = np.sqrt(2.0 * rise / 3.0)
-    vals, vecs = np.linalg.eigh(positive_definite(hessian))
-    steps = np.minimum(rho / np.sqrt(np.maximum(vals, 1e-12)), max_step)
-    return vecs * steps
-
-
-def positive_definite(hessian, floor=1e-3):
-    """The nearest symmetric matrix with eigenvalues ≥ `floor` · max."""
-    sym = 0.5 * (hessian + hessian.T)
-    vals, vecs = np.linalg.eigh(sym)
-    top = max(np.max(np.abs(vals)), 1e-12)
-    vals = np.maximum(vals, floor * top)
-    return (vecs * vals) @ vecs.T
-
-
-# ---------------------------------------------------------------------------
-# Trainable shapes and constrained minimisation.
+# Trainable shapes.
 
 
 class Trainability:
@@ -315,14 +45,23 @@ class Trainability:
     t / GFLOPs(x) ≥ floor · N(x). `margin` is the log of that ratio over the
     floor (≥ 0 when trainable).
 
+    FLOPs and weights are `keras_sovit.shapes.forward_gflops` and
+    `param_count` (the backbone, "map" pooling, learned position
+    embeddings), vectorised over log-shapes.
+
     Args:
-        cost: `ShapeCost`.
-        min_examples_per_param: float. Defaults to `1.0`.
+        patch_size: int.
+        image_size: int or (height, width). Leftover pixels are dropped.
+        min_examples_per_param: float.
         bounds: dict `{dim: (low, high)}` of shape values.
     """
 
-    def __init__(self, cost, min_examples_per_param, bounds):
-        self.cost = cost
+    def __init__(self, patch_size, image_size, min_examples_per_param,
+                 bounds):
+        height, width = image_hw(image_size)
+        self.patch_size = int(patch_size)
+        self.num_patches = (height // self.patch_size) * (
+            width // self.patch_size)
         self.floor = float(min_examples_per_param)
         self.lo = np.log([bounds[d][0] for d in DIMS])
         self.hi = np.log([bounds[d][1] for d in DIMS])
@@ -331,10 +70,12 @@ class Trainability:
         """log(examples / (floor · params)); vectorised over rows of u."""
         x = np.exp(np.asarray(u, dtype=float))
         w, d, m = x[..., 0], x[..., 1], x[..., 2]
-        examples = t / self.cost.gflops(w, d, m)
         if self.floor <= 0:
             return np.full(np.shape(w), np.inf)
-        return np.log(examples / (self.floor * self.cost.num_params(w, d, m)))
+        examples = t / forward_gflops(w, d, m, self.num_patches,
+                                      self.patch_size)
+        params = param_count(w, d, m, self.num_patches, self.patch_size)
+        return np.log(examples / (self.floor * params))
 
     def clip(self, u):
         """Clips log-shapes to the box."""
@@ -358,131 +99,6 @@ class Trainability:
         return out
 
 
-def minimise_quadratic(gradient, hessian, centre, lo, hi, feasible=None):
-    """Minimiser of gᵀ(u − c) + ½ (u − c)ᵀ H (u − c) over a box.
-
-    The Newton point of the positive-definite part of H, clipped to the box,
-    is the answer when it satisfies `feasible(u) ≥ 0`; otherwise SLSQP
-    polishes it under the box and that constraint (H as given, so a saddle
-    leads to the box's edge).
-
-    Args:
-        gradient: array (3,). g.
-        hessian: array (3, 3). H.
-        centre: array (3,). c.
-        lo, hi: arrays (3,). The box.
-        feasible: callable u -> float, or None.
-
-    Returns:
-        Array (3,).
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_sovit.scaling.isoflop import minimise_quadratic
-    h = np.diag([2.0, 1.0, 1.0])
-    minimise_quadratic(np.array([-2.0, 0, 0]), h, np.zeros(3),
-                       -np.ones(3), np.ones(3) * 0.5)  # [0.5, 0, 0]
-    ```
-    """
-    from scipy import optimize
-
-    g, h, c = (np.asarray(v, dtype=float) for v in (gradient, hessian, centre))
-    newton = c - np.linalg.solve(positive_definite(h), g)
-    start = np.clip(newton, lo, hi)
-    inside = np.allclose(start, newton)
-    convex = np.all(np.linalg.eigvalsh(0.5 * (h + h.T)) > 0)
-    if inside and convex and (feasible is None or feasible(start) >= 0):
-        return start
-
-    def value(u):
-        du = u - c
-        return g @ du + 0.5 * du @ h @ du, g + h @ du
-
-    constraints = [] if feasible is None else [
-        {"type": "ineq", "fun": feasible}
-    ]
-    result = optimize.minimize(
-        value, start, jac=True, method="SLSQP",
-        bounds=list(zip(lo, hi)), constraints=constraints,
-        options={"maxiter": 100, "ftol": 1e-10},
-    )
-    return np.clip(result.x, lo, hi)
-
-
-# ---------------------------------------------------------------------------
-# The optimum's path over compute.
-
-
-def fit_path(v, optima, covariances, robust=True, slope_prior=None):
-    """Generalised least squares of u*(v) = a + s · v through level optima.
-
-    Args:
-        v: array (L,). Log compute of each level relative to the target.
-        optima: array (L, 3). Log-shape optimum of each level.
-        covariances: array (L, 3, 3). Their covariances.
-        robust: bool. Down-weights a level whose Mahalanobis distance from
-            the path exceeds the χ²(3) 0.99 quantile (its covariance is
-            inflated by the excess, twice). Defaults to `True`.
-        slope_prior: `(mean, sd)` or None. A Gaussian prior on s, each
-            dimension independent: where the levels cannot tell the slope
-            (a flat valley), the prior does. Defaults to `None`.
-
-    Returns:
-        (a, s, cov): arrays (3,), (3,) and the (6, 6) covariance of (a, s).
-        With one level, s = 0 and a is that level's optimum.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_sovit.scaling.isoflop import fit_path
-    v = np.log([1 / 64, 1 / 16, 1 / 4])
-    optima = np.outer(v, [0.2, 0.3, 0.5]) + [7.0, 3.3, 8.4]
-    a, s, _ = fit_path(v, optima, np.tile(np.eye(3) * 1e-3, (3, 1, 1)))
-    # a = [7.0, 3.3, 8.4] (log-shape at the target), s = [0.2, 0.3, 0.5]
-    ```
-    """
-    v = np.asarray(v, dtype=float)
-    optima = np.asarray(optima, dtype=float)
-    covariances = np.asarray(covariances, dtype=float)
-    if len(v) == 1 and slope_prior is None:
-        return optima[0], np.zeros(3), np.block([
-            [covariances[0], np.zeros((3, 3))],
-            [np.zeros((3, 3)), np.zeros((3, 3))],
-        ])
-    inflate = np.ones(len(v))
-    for _ in range(3 if robust else 1):
-        beta, cov = _gls(v, optima, covariances * inflate[:, None, None],
-                         slope_prior)
-        resid = optima - beta[:3] - np.outer(v, beta[3:])
-        d2 = np.einsum("li,lij,lj->l", resid, np.linalg.inv(covariances),
-                       resid)
-        inflate = np.maximum(1.0, d2 / _OUTLIER_D2)
-    return beta[:3], beta[3:], cov
-
-
-_OUTLIER_D2 = 11.34  # χ²(3) 0.99 quantile: a level this far is down-weighted
-
-
-def _gls(v, optima, covariances, slope_prior=None):
-    eye = np.eye(3)
-    info = np.zeros((6, 6))
-    score = np.zeros(6)
-    if slope_prior is not None:
-        mean, sd = slope_prior
-        info[3:, 3:] += eye / sd**2
-        score[3:] += np.asarray(mean, float) / sd**2
-    for vj, uj, sj in zip(v, optima, covariances):
-        x = np.hstack([eye, vj * eye])
-        inv = np.linalg.inv(sj)
-        info += x.T @ inv @ x
-        score += x.T @ inv @ uj
-    cov = np.linalg.inv(info)
-    return cov @ score, cov
-
-
 # ---------------------------------------------------------------------------
 # The search: phases with a plan / done / finish contract, driven by
 # ask / tell.
@@ -503,6 +119,7 @@ class Trial:
         self.phase = phase
         self.level = level
         self.value = None
+        self.failed = False
 
     def __repr__(self):
         return (f"Trial({self.trial_id}, {self.shape.width}/"
@@ -680,7 +297,165 @@ class Final:
         search.report["final_value"] = search.trials[self.trial_id].value
 
 
-_BOUNDS = {"width": (64, 16384), "depth": (2, 256), "mlp_dim": (64, 65536)}
+# The box every shape stays in unless told otherwise: wide enough for any
+# ViT, from the lattice's smallest step up.
+_BOUNDS = {"width": (16, 16384), "depth": (1, 256), "mlp_dim": (16, 65536)}
+
+
+@dataclasses.dataclass(frozen=True)
+class IsoFlopSettings:
+    """The settings of an `IsoFlopSearch` (all but target and template).
+
+    Frozen and JSON-safe (`to_dict`), so a `ShapeOracle` can save them and
+    compare them on resume. Every field is validated on construction; a
+    `ValueError` names the field.
+
+    Attributes:
+        fractions: tuple of floats. Compute of the base levels as fractions
+            of T, increasing. Defaults to `(1/4096, 1/1024, 1/256, 1/64)`.
+        extra_fractions: tuple of floats. Levels bought when the proposal
+            is not verified. Defaults to `(1/32,)`.
+        rise_per_sigma: float. Target rise of a design's corners in noise
+            standard deviations. Defaults to `3.0`.
+        rise_bounds: (float, float). Bounds on that rise (log units).
+            Defaults to `(0.05, 0.15)`.
+        first_step: float. Half-side of the first, isotropic design in log
+            units. Defaults to `0.4`.
+        max_step: float. Largest design step along any direction (log
+            units). Defaults to `0.5`.
+        curvature_prior_sd: float. Relative standard deviation of the ridge
+            prior on each round's curvature (0 turns it off). Defaults to
+            `0.5`.
+        slope_prior_sd: float. Standard deviation of a Gaussian prior on
+            the path's exponents, centred on the prior's (0 turns it off).
+            Defaults to `0.1`.
+        max_rounds: tuple of ints. Rounds per base level (the last value
+            repeats). Defaults to `(4, 4, 2, 2)`.
+        borrowed_top: bool. Extra levels fit 5 coefficients on 10 points,
+            borrowing the curvature's shape from the level below. Defaults
+            to `False`.
+        prior: `((width, depth, mlp_dim), compute, exponents)` centring the
+            first level. Defaults to the paper's published procedure,
+            `PAPER_PRIOR`.
+        min_examples_per_param: float. Trainability floor. Defaults to `1`.
+        max_search_compute: float. Budget of the sweeps in units of T (the
+            final run at T comes on top). Defaults to `1.5`.
+        target_regret: float. Stop once the bootstrap expected regret is
+            below this. Defaults to `0.005`.
+        tolerance: float. The verification's allowed gap. Defaults to
+            `0.005`.
+        error_rate: float. The verification's error rate α, below 0.5.
+            Defaults to `0.1`.
+        n_bootstrap: int. Defaults to `100`.
+        bounds: dict `{dim: (low, high)}` or `None`. Overrides of the
+            default box (`_BOUNDS`).
+
+    Example:
+
+    ```python
+    from keras_sovit.scaling.isoflop import IsoFlopSettings
+    settings = IsoFlopSettings(max_search_compute=1.0)
+    settings.to_dict()["fractions"]  # [0.000244..., ..., 0.015625]
+    ```
+    """
+
+    fractions: tuple = (1 / 4096, 1 / 1024, 1 / 256, 1 / 64)
+    extra_fractions: tuple = (1 / 32,)
+    rise_per_sigma: float = 3.0
+    rise_bounds: tuple = (0.05, 0.15)
+    first_step: float = 0.4
+    max_step: float = 0.5
+    curvature_prior_sd: float = 0.5
+    slope_prior_sd: float = 0.1
+    max_rounds: tuple = (4, 4, 2, 2)
+    borrowed_top: bool = False
+    prior: tuple = None
+    min_examples_per_param: float = 1.0
+    max_search_compute: float = 1.5
+    target_regret: float = 0.005
+    tolerance: float = 0.005
+    error_rate: float = 0.1
+    n_bootstrap: int = 100
+    bounds: dict = None
+
+    def __post_init__(self):
+        for name, value in _checked_settings(self).items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def create(cls, settings=None, **overrides):
+        """`settings` (an `IsoFlopSettings`, a dict or `None`) with
+        `overrides` applied; a `ValueError` names a bad field."""
+        if settings is None:
+            settings = cls()
+        elif isinstance(settings, dict):
+            settings = cls(**_known_fields(cls, settings))
+        elif not isinstance(settings, cls):
+            raise ValueError(
+                "`isoflop` must be an IsoFlopSettings, a dict of its fields "
+                f"or None. Received: isoflop={settings!r}"
+            )
+        return dataclasses.replace(settings, **_known_fields(cls, overrides))
+
+    def to_dict(self):
+        """Every field, JSON-safe (tuples as lists)."""
+        return {f.name: _listed(getattr(self, f.name))
+                for f in dataclasses.fields(self)}
+
+    @property
+    def box(self):
+        """The bounds in force: `_BOUNDS` with `bounds` applied."""
+        return dict(_BOUNDS, **(self.bounds or {}))
+
+
+def _known_fields(cls, values):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"`isoflop` settings have no field {unknown}; known fields: "
+            f"{sorted(names)}. Received: {dict(values)!r}"
+        )
+    return dict(values)
+
+
+def _checked_settings(settings):
+    """Normalised, validated field values (see `IsoFlopSettings`)."""
+    s = settings
+    error_rate = _positive("error_rate", s.error_rate)
+    if not error_rate < 0.5:
+        raise ValueError(
+            f"`error_rate` must be below 0.5. Received: {s.error_rate!r}"
+        )
+    if isinstance(s.borrowed_top, bool) is False:
+        raise ValueError(
+            "`borrowed_top` must be a bool. Received: "
+            f"borrowed_top={s.borrowed_top!r}"
+        )
+    return dict(
+        fractions=_fractions("fractions", s.fractions, minimum=1),
+        extra_fractions=_fractions("extra_fractions", s.extra_fractions),
+        rise_per_sigma=_positive("rise_per_sigma", s.rise_per_sigma),
+        rise_bounds=_pair("rise_bounds", s.rise_bounds),
+        first_step=_positive("first_step", s.first_step),
+        max_step=_positive("max_step", s.max_step),
+        curvature_prior_sd=_positive("curvature_prior_sd",
+                                     s.curvature_prior_sd, allow_zero=True),
+        slope_prior_sd=_positive("slope_prior_sd", s.slope_prior_sd,
+                                 allow_zero=True),
+        max_rounds=_rounds(s.max_rounds),
+        prior=PAPER_PRIOR if s.prior is None else _check_prior(s.prior),
+        min_examples_per_param=_positive(
+            "min_examples_per_param", s.min_examples_per_param,
+            allow_zero=True),
+        max_search_compute=_positive("max_search_compute",
+                                     s.max_search_compute),
+        target_regret=_positive("target_regret", s.target_regret),
+        tolerance=_positive("tolerance", s.tolerance),
+        error_rate=error_rate,
+        n_bootstrap=_count("n_bootstrap", s.n_bootstrap),
+        bounds=None if s.bounds is None else _check_bounds(s.bounds),
+    )
 
 
 class IsoFlopSearch:
@@ -705,57 +480,27 @@ class IsoFlopSearch:
        on the top level (`verify`). An unverified or uncertain proposal
        buys a level closer to T (T/32 by default, up to two rounds) while
        the budget allows, and is proposed again.
-    3. `Final`: the proposal trained at T.
+    3. `Final` (with `final_run=True`): the proposal trained at T.
 
     Nothing here assumes a functional form for the loss: only one basin in
     log-shape at a fixed compute and a smooth optimum path. Every trial is
     trainable: at least `min_examples_per_param` examples per weight. The
     paper's published procedure serves only to centre the first design.
+    `keras_sovit.tuner.ShapeOracle` runs this search as its default phases
+    (its `"isoflop"` phase asks and tells this object).
 
     Args:
         target_compute: float. T in GFLOPs.
         template: ShapeSpec. Supplies `num_heads` and `patch_size`.
-        image_size: int. Defaults to `224`.
-        fractions: tuple of floats. Compute of the base levels as fractions
-            of T, increasing. Defaults to `(1/4096, 1/1024, 1/256, 1/64)`.
-        extra_fractions: tuple of floats. Levels bought when the proposal
-            is not verified. Defaults to `(1/32,)`.
-        rise_per_sigma: float. Target rise of a design's corners in noise
-            standard deviations. Defaults to `3.0`.
-        rise_bounds: (float, float). Bounds on that rise (log units).
-            Defaults to `(0.05, 0.15)`.
-        first_step: float. Half-side of the first, isotropic design in log
-            units. Defaults to `0.4`.
-        max_step: float. Largest design step along any direction (log
-            units). Defaults to `0.5`.
-        curvature_prior_sd: float. Relative standard deviation of the ridge
-            prior on each round's curvature (0 turns it off). Defaults to
-            `0.5`.
-        slope_prior_sd: float. Standard deviation of a Gaussian prior on
-            the path's exponents, centred on the prior's (0 turns it off).
-            Defaults to `0.1`.
-        max_rounds: tuple of ints. Rounds per base level (the last value
-            repeats). Defaults to `(4, 4, 2, 2)`.
-        borrowed_top: bool. Extra levels fit 5 coefficients on 10 points,
-            borrowing the curvature's shape from the level below. Defaults
-            to `False`.
-        prior: `(shape tuple, compute, exponents)` centring the first level.
-            Defaults to the paper's published procedure, `PAPER_PRIOR`.
-        min_examples_per_param: float. Trainability floor. Defaults to `1`.
-        max_search_compute: float. Budget of the sweeps in units of T (the
-            final run at T comes on top). Defaults to `1.5`.
-        target_regret: float. Stop once the bootstrap expected regret is
-            below this. Defaults to `0.005`.
-        tolerance: float. The verification's allowed gap. Defaults to
-            `0.005`.
-        error_rate: float. The verification's error rate α. Defaults to
-            `0.1`.
-        n_bootstrap: int. Defaults to `100`.
-        bounds: dict `{dim: (low, high)}`. Defaults to wide bounds.
-        width_multiple: int or None. Width is a multiple of
-            lcm(`width_multiple`, num_heads). Defaults to 16.
-        mlp_multiple: int. Defaults to `16`.
+        image_size: int or (height, width). Defaults to `224`.
+        settings: `IsoFlopSettings`, dict or `None` (the defaults).
+        rounding: `keras_sovit.shapes.Rounding` or `None`. The lattice of
+            shapes; defaults to widths and MLP sizes in multiples of 16
+            (widths also of the template's heads).
         seed: int. Seeds the bootstrap. Defaults to `0`.
+        final_run: bool. Whether the search ends with the proposal trained
+            at T (`False`: it ends once the proposal is made).
+        **overrides: fields of `IsoFlopSettings` (e.g. `n_bootstrap=20`).
 
     Example:
 
@@ -772,35 +517,9 @@ class IsoFlopSearch:
     ```
     """
 
-    def __init__(
-        self,
-        target_compute,
-        template,
-        image_size=224,
-        fractions=(1 / 4096, 1 / 1024, 1 / 256, 1 / 64),
-        extra_fractions=(1 / 32,),
-        rise_per_sigma=3.0,
-        rise_bounds=(0.05, 0.15),
-        first_step=0.4,
-        max_step=0.5,
-        curvature_prior_sd=0.5,
-        slope_prior_sd=0.1,
-        max_rounds=(4, 4, 2, 2),
-        borrowed_top=False,
-        prior=PAPER_PRIOR,
-        min_examples_per_param=1.0,
-        max_search_compute=1.5,
-        target_regret=0.005,
-        tolerance=0.005,
-        error_rate=0.1,
-        n_bootstrap=100,
-        bounds=None,
-        width_multiple=None,
-        mlp_multiple=16,
-        seed=0,
-    ):
-        from keras_sovit.scaling.plan import Rounding
-
+    def __init__(self, target_compute, template, image_size=224,
+                 settings=None, rounding=None, seed=0, final_run=True,
+                 **overrides):
         self.target_compute = _positive("target_compute", target_compute)
         if not isinstance(template, ShapeSpec):
             raise ValueError(
@@ -808,47 +527,19 @@ class IsoFlopSearch:
                 f"template={template!r}"
             )
         self.template = template
-        self.fractions = _fractions("fractions", fractions, minimum=1)
-        self.extra_fractions = _fractions("extra_fractions", extra_fractions)
-        self.rise_per_sigma = _positive("rise_per_sigma", rise_per_sigma)
-        self.rise_bounds = tuple(
-            _positive("rise_bounds", r) for r in rise_bounds
-        )
-        self.first_step = _positive("first_step", first_step)
-        self.max_step = _positive("max_step", max_step)
-        self.curvature_prior_sd = _positive(
-            "curvature_prior_sd", curvature_prior_sd, allow_zero=True
-        )
-        self.slope_prior_sd = _positive(
-            "slope_prior_sd", slope_prior_sd, allow_zero=True
-        )
-        self.max_rounds = tuple(
-            int(_positive("max_rounds", r)) for r in max_rounds
-        )
-        self.borrowed_top = bool(borrowed_top)
-        self.prior = _check_prior(prior)
-        self.max_search_compute = _positive(
-            "max_search_compute", max_search_compute
-        )
-        self.target_regret = _positive("target_regret", target_regret)
-        self.tolerance = _positive("tolerance", tolerance)
-        self.error_rate = _positive("error_rate", error_rate)
-        if not self.error_rate < 0.5:
-            raise ValueError(
-                f"`error_rate` must be below 0.5. Received: {error_rate!r}"
-            )
-        self.n_bootstrap = int(_positive("n_bootstrap", n_bootstrap))
-        self.cost = ShapeCost(template.patch_size, image_size)
-        box = dict(_BOUNDS, **(bounds or {}))
+        self.settings = IsoFlopSettings.create(settings, **overrides)
+        for field in dataclasses.fields(self.settings):
+            setattr(self, field.name, getattr(self.settings, field.name))
         self.trainable = Trainability(
-            self.cost, _positive("min_examples_per_param",
-                                 min_examples_per_param, allow_zero=True),
-            box,
+            template.patch_size, image_size,
+            self.settings.min_examples_per_param, self.settings.box,
         )
-        self.rounding = Rounding(
-            width_multiple=width_multiple or 16, mlp_multiple=mlp_multiple,
-            num_heads=template.num_heads,
-        )
+        if rounding is not None and not isinstance(rounding, Rounding):
+            raise ValueError(
+                "`rounding` must be a Rounding or None. Received: "
+                f"rounding={rounding!r}"
+            )
+        self.rounding = rounding or Rounding(num_heads=template.num_heads)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"`seed` must be an int. Received: seed={seed!r}")
         self.seed = int(seed)
@@ -862,7 +553,7 @@ class IsoFlopSearch:
         self.phases = [
             IsoFlopLevel(f, rounds[i], min_rounds=2 if i == 0 else 1)
             for i, f in enumerate(self.fractions)
-        ] + [Propose(), Final()]
+        ] + [Propose()] + ([Final()] if final_run else [])
         self.phase_index = 0
 
     @classmethod
@@ -923,7 +614,7 @@ class IsoFlopSearch:
     def pending(self):
         """Trials asked for and not told yet."""
         return [t for t in self.trials.values()
-                if t.value is None and t not in self._queue]
+                if t.value is None and not t.failed and t not in self._queue]
 
     def ask(self, n=None):
         """Up to `n` trials to run now (all available if `None`).
@@ -944,6 +635,15 @@ class IsoFlopSearch:
                 f"`trial_id` is unknown. Received: trial_id={trial_id!r}"
             )
         self.trials[trial_id].value = _positive("value", value)
+
+    def fail(self, trial_id):
+        """Records that a trial gave no value (it crashed, or reported
+        NaN): the fits leave it out."""
+        if trial_id not in self.trials:
+            raise ValueError(
+                f"`trial_id` is unknown. Received: trial_id={trial_id!r}"
+            )
+        self.trials[trial_id].failed = True
 
     def _advance(self):
         while not self._queue and not self.pending and not self.done:
@@ -985,11 +685,17 @@ class IsoFlopSearch:
         """The lattice shape nearest e^u, trainable at t."""
         x = np.exp(u)
         for _ in range(50):
-            shape = self.rounding.snap(*x, patch_size=self.template.patch_size)
+            shape = self._on_lattice(*x)
             if self.trainable.margin(self.log_shape(shape), t) >= 0:
                 return shape
             x = x * 0.99
         return shape
+
+    def _on_lattice(self, width, depth, mlp_dim):
+        return self.rounding.snap(
+            width, depth, mlp_dim, patch_size=self.template.patch_size,
+            default_heads=self.template.num_heads,
+        )
 
     def noise(self, fit=None):
         """Pooled residual standard deviation of the log-metric so far."""
@@ -1044,6 +750,7 @@ class IsoFlopSearch:
                 u_i = self.log_shape(self.trials[i].shape)
                 if np.all((u_i >= lo) & (u_i <= hi)):
                     trials.append(self.trials[i])
+        trials = [tr for tr in trials if not tr.failed]
         u = np.array([self.log_shape(tr.shape) for tr in trials])
         y = np.log([tr.value for tr in trials])
         basis = np.linalg.inv(spread.T)
@@ -1118,8 +825,8 @@ class IsoFlopSearch:
         t = self.target_compute
         best, best_cost = None, np.inf
         x = np.exp(u)
-        steps = (self.rounding.width_step(x[0]), 1,
-                 self.rounding.mlp_multiple)
+        steps = self.rounding.steps(x[0], self.template.num_heads)
+        steps = [steps[d] for d in DIMS]
         options = [
             sorted({max(step, np.floor(v / step) * step),
                     max(step, np.ceil(v / step) * step)})
@@ -1134,9 +841,7 @@ class IsoFlopSearch:
                 best, best_cost = (int(w), int(d), int(m)), cost
         if best is None:
             return self.snap(u, t)
-        return self.template.replace(
-            width=best[0], depth=best[1], mlp_dim=best[2]
-        )
+        return self._on_lattice(*best)
 
     def propose(self):
         """Fits the path, proposes the shape at T and fills `report`."""
@@ -1277,13 +982,44 @@ def _level_summary(level):
 
 
 def _positive(name, value, allow_zero=False):
-    from keras_sovit.shapes import check_positive_number
-
     return check_positive_number(name, value, allow_zero=allow_zero)
 
 
+def _pair(name, value):
+    return check_range_pair(name, value)
+
+
+def _count(name, value):
+    return check_positive_int(name, value)
+
+
+def _rounds(values):
+    values = tuple(values) if isinstance(values, (tuple, list)) else ()
+    if not values:
+        raise ValueError(
+            "`max_rounds` must be a non-empty tuple of positive ints. "
+            f"Received: max_rounds={values!r}"
+        )
+    return tuple(check_positive_int("max_rounds", v) for v in values)
+
+
+def _check_bounds(bounds):
+    box = check_bounds("bounds", bounds, _BOUNDS)
+    return {d: box[d] for d in bounds}
+
+
+def _listed(value):
+    """JSON-safe: tuples as lists, recursively."""
+    if isinstance(value, dict):
+        return {k: _listed(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_listed(v) for v in value]
+    return value
+
+
 def _fractions(name, values, minimum=0):
-    values = tuple(values)
+    values = tuple(values) if isinstance(values, (tuple, list)) else (
+        values,)
     if len(values) < minimum or any(
         not 0 < _positive(name, v) < 1 for v in values
     ) or list(values) != sorted(values):
@@ -1297,6 +1033,7 @@ def _fractions(name, values, minimum=0):
 def _check_prior(prior):
     try:
         shape, t0, s = prior
+        shape, s = tuple(shape), tuple(s)
         shape = tuple(float(_positive("prior", v)) for v in shape)
         s = tuple(float(v) for v in s)
         t0 = _positive("prior", t0)

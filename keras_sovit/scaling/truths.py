@@ -22,13 +22,14 @@ All families subclass `simulate._Law`, so `loss`, `losses` and
 
 import numpy as np
 
-from keras_sovit.scaling.isoflop import ShapeCost
 from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
 from keras_sovit.scaling.simulate import DataLimitedLaw
 from keras_sovit.scaling.simulate import _Law
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import check_shape_spec
+from keras_sovit.shapes import forward_gflops
+from keras_sovit.shapes import param_count
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
 
 # The paper's anchors (SPEC §2.2, §3.3): x⁽⁰⁾ at its grid budget, and
 # SoViT-400m at the ViT-g/14 16B-example budget.
@@ -51,9 +52,19 @@ class _Truth(_Law):
             allow_zero = name.startswith(("kappa", "eps", "E"))
             out[name] = check_positive_number(name, value, allow_zero)
             setattr(self, name, out[name])
-        self._cost = ShapeCost(self.patch_size, self.image_size)
-        self._ref_params = float(self._cost.num_params(*_REF))
+        self._ref_params = float(self._params(*_REF))
         return out
+
+    def _counts(self, width, depth, mlp_dim):
+        """Forward GFLOPs and weights (`keras_sovit.shapes`), vectorised."""
+        patches = (self.image_size // self.patch_size) ** 2
+        return (
+            forward_gflops(width, depth, mlp_dim, patches, self.patch_size),
+            param_count(width, depth, mlp_dim, patches, self.patch_size),
+        )
+
+    def _params(self, width, depth, mlp_dim):
+        return self._counts(width, depth, mlp_dim)[1]
 
     def _units(self, width, depth, mlp_dim, t, patch_size):
         patch = np.asarray(patch_size)
@@ -63,8 +74,9 @@ class _Truth(_Law):
                 f"Received: patch_size={patch_size!r}"
             )
         w, d, m = (np.asarray(v, dtype=float) for v in (width, depth, mlp_dim))
-        examples = np.asarray(t, dtype=float) / self._cost.gflops(w, d, m)
-        n_hat = self._cost.num_params(w, d, m) / self._ref_params
+        flops, params = self._counts(w, d, m)
+        examples = np.asarray(t, dtype=float) / flops
+        n_hat = params / self._ref_params
         return w / _REF[0], d / _REF[1], m / _REF[2], n_hat, (
             examples / _REF_EXAMPLES
         )

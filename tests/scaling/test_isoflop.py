@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 
 from keras_sovit.scaling import isoflop
+from keras_sovit.scaling import path
+from keras_sovit.scaling import surfaces
 from keras_sovit.scaling.isoflop import IsoFlopSearch
-from keras_sovit.scaling.isoflop import ShapeCost
+from keras_sovit.scaling.isoflop import IsoFlopSettings
 from keras_sovit.scaling.isoflop import Trainability
-from keras_sovit.scaling.isoflop import ccd_design
-from keras_sovit.scaling.isoflop import fit_path
-from keras_sovit.scaling.isoflop import fit_surface
-from keras_sovit.scaling.isoflop import minimise_quadratic
-from keras_sovit.scaling.isoflop import whitened_spread
+from keras_sovit.scaling.path import fit_path
+from keras_sovit.scaling.surfaces import ccd_design
+from keras_sovit.scaling.surfaces import fit_surface
+from keras_sovit.scaling.surfaces import minimise_quadratic
+from keras_sovit.scaling.surfaces import whitened_spread
 from keras_sovit.scaling.truths import SATURATING_LAW
 from keras_sovit.scaling.truths import Observer
 from keras_sovit.scaling.truths import regret
@@ -122,8 +124,7 @@ def test_path_fit_recovers_known_exponents_and_resists_an_outlier():
 
 
 def test_trainability_margin_and_shrink_in():
-    cost = ShapeCost(14)
-    rule = Trainability(cost, 2.0, isoflop._BOUNDS)
+    rule = Trainability(14, 224, 2.0, isoflop._BOUNDS)
     shape = ShapeSpec(1152, 27, 4304, 16, 14)
     t = 1e11
     examples = t / shape.gflops(224)
@@ -277,6 +278,12 @@ def test_bad_arguments():
         IsoFlopSearch(1e12, TEMPLATE, prior=(1, 2))
     with pytest.raises(ValueError, match="error_rate"):
         IsoFlopSearch(1e12, TEMPLATE, error_rate=0.7)
+    with pytest.raises(ValueError, match="max_rounds"):
+        IsoFlopSettings(max_rounds=(2, 0))
+    with pytest.raises(ValueError, match="bounds"):
+        IsoFlopSettings(bounds={"heads": (1, 2)})
+    with pytest.raises(ValueError, match="nonsense"):
+        IsoFlopSettings.create(nonsense=1)
     with pytest.raises(ValueError, match="points"):
         fit_surface(np.zeros((5, 3)), np.zeros(5), np.zeros(3), np.eye(3))
 
@@ -285,8 +292,8 @@ def test_docstring_examples_run():
     import keras_sovit
 
     objects = [
-        isoflop.fit_surface, isoflop.minimise_quadratic, isoflop.fit_path,
-        isoflop.IsoFlopSearch,
+        surfaces.fit_surface, surfaces.minimise_quadratic, path.fit_path,
+        isoflop.IsoFlopSearch, IsoFlopSettings,
     ]
     for obj in objects:
         blocks = re.findall(r"```python\n(.*?)```", inspect.getdoc(obj), re.S)

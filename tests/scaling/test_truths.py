@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from keras_sovit.scaling import truths
-from keras_sovit.scaling.isoflop import ShapeCost
 from keras_sovit.scaling.truths import GRID_ANCHOR
 from keras_sovit.scaling.truths import SOVIT_ANCHOR
 from keras_sovit.scaling.truths import SUITE
@@ -17,17 +16,18 @@ TEMPLATE = GRID_ANCHOR[0]
 OFF_MENU = [n for n, (_, role) in SUITE.items() if role != "in-menu"]
 
 
-def test_shape_cost_matches_shapespec():
-    cost = ShapeCost(patch_size=14)
+def test_truths_count_flops_and_weights_as_shapespec():
+    law = truths.ASPECT_RATIO_LAW
     rng = np.random.default_rng(0)
     w = 16 * rng.integers(1, 200, 20)
     d = rng.integers(1, 80, 20)
     m = 16 * rng.integers(1, 800, 20)
-    got_f, got_n = cost.gflops(w, d, m), cost.num_params(w, d, m)
+    flops, params = law._counts(w.astype(float), d.astype(float),
+                                m.astype(float))
     for i in range(20):
         shape = ShapeSpec(int(w[i]), int(d[i]), int(m[i]), 16, 14)
-        assert got_f[i] == pytest.approx(shape.gflops(224), rel=1e-10)
-        assert got_n[i] == pytest.approx(shape.num_params(224), rel=1e-10)
+        assert flops[i] == pytest.approx(shape.gflops(224), rel=1e-12)
+        assert params[i] == pytest.approx(shape.num_params(224), rel=1e-12)
 
 
 def _brute_force(law, t, box):
@@ -138,7 +138,7 @@ def test_bad_arguments():
 def test_docstring_examples_run():
     objects = [
         truths.AspectRatioLaw, truths.MLPRatioLaw, truths.SaturatingLaw,
-        truths.BrokenDataLaw, truths.KaplanLaw, truths.Observer, ShapeCost,
+        truths.BrokenDataLaw, truths.KaplanLaw, truths.Observer,
     ]
     for obj in objects:
         blocks = re.findall(r"```python\n(.*?)```", inspect.getdoc(obj), re.S)
