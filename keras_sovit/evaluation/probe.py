@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
 from keras_sovit.evaluation._common import check_label_range
 from keras_sovit.evaluation._common import check_num_classes
 from keras_sovit.evaluation._common import extract_features
@@ -11,7 +12,6 @@ from keras_sovit.evaluation._common import mean_se
 from keras_sovit.evaluation._common import stratified_mean_se
 from keras_sovit.evaluation._common import stratified_subset
 from keras_sovit.evaluation.fewshot import DEFAULT_L2_REGS
-from keras_sovit.evaluation.fewshot import _check_l2
 from keras_sovit.evaluation.fewshot import _RidgeProbe
 from keras_sovit.evaluation.fewshot import select_l2
 
@@ -87,9 +87,9 @@ class LinearProbeEvaluator:
         if not l2_regs:
             raise ValueError("`l2_regs` must not be empty. Received: ()")
         for value in l2_regs:
-            _check_l2(value)
+            check_positive_number("l2_regs", value)
         if l2_reg is not None:
-            _check_l2(l2_reg)
+            check_positive_number("l2_reg", l2_reg)
         self.l2_regs = l2_regs
         self.l2_reg = None if l2_reg is None else float(l2_reg)
         self.seed = int(seed)

@@ -5,6 +5,7 @@ import keras_tuner
 
 from keras_sovit._validation import check_choice
 from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_rate
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
@@ -116,6 +117,9 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         probe_test: dataset or `(images, labels)` or `None`. Its test split.
         probe_kwargs: dict or `None`. Extra `LinearProbeEvaluator`
             arguments.
+        test_data: `(images, labels)`, a dataset or `None`. Scored only by
+            final-phase trials, as `test_loss` and `test_error` (+ `_se`):
+            the sweeps never see it.
 
     Example:
 
@@ -158,9 +162,11 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         probe_train=None,
         probe_test=None,
         probe_kwargs=None,
+        test_data=None,
     ):
         super().__init__(name=name)
         self.distribution = distribution
+        self.test_data = test_data
         self.num_classes = check_positive_int("num_classes", num_classes)
         if len(tuple(image_shape)) != 3:
             raise ValueError(
@@ -178,9 +184,9 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         self.pool_type = check_choice("pool_type", pool_type, POOL_TYPES)
         self.posemb = check_choice("posemb", posemb, POSEMB_TYPES)
         self.recipe = check_choice("recipe", recipe, RECIPES)
-        from keras_sovit.training.branched import _check_fraction
 
-        self.cooldown_fraction = _check_fraction(cooldown_fraction)
+        self.cooldown_fraction = check_rate("cooldown_fraction",
+                                            cooldown_fraction)
         self.compile_kwargs = dict(compile_kwargs or {})
         self.shots = tuple(shots)
         self._evaluators = []
@@ -369,6 +375,10 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         evaluators = list(self._evaluators)
         if validation_data is not None:
             evaluators.append(ValidationEvaluator(validation_data))
+        if (self.test_data is not None
+                and hp.values.get(PHASE_HP) == PhaseName.FINAL):
+            evaluators.append(ValidationEvaluator(self.test_data,
+                                                  prefix="test"))
         if not evaluators:
             raise ValueError(
                 "SoViTHyperModel needs few-shot sets (`fewshot_train`, "

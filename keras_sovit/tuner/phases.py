@@ -416,7 +416,7 @@ def _final_entry(context, role, rows, metrics):
               and math.isclose(r["compute_gflops"], target, rel_tol=1e-6)]
     mine = [m for m in metrics
             if {f: m["values"][f] for f in SHAPE_FIELDS} == shape]
-    errors = [m["val_error"] for m in mine if "val_error" in m]
+    errors = [m["test_error"] for m in mine if "test_error" in m]
     summary = noise.summarize(values) if values else {
         "mean": None, "se": None, "n": 0}
     return {

@@ -59,8 +59,8 @@ class PhaseName(enum.StrEnum):
 
     ISOFLOP = "isoflop"
     STAR = "star"
-    GRID = "grid"
     SIGNAL = "signal"
+    GRID = "grid"
     PROPOSAL = "proposal"
     VALIDATION = "validation"
     FINAL = "final"
@@ -77,8 +77,8 @@ ISOFLOP_PHASES = (PhaseName.ISOFLOP.value, PhaseName.FINAL.value)
 # any of the paper's sweep arguments runs it (`default_phases`).
 PAPER_PHASES = (
     PhaseName.STAR.value,
-    PhaseName.GRID.value,
     PhaseName.SIGNAL.value,
+    PhaseName.GRID.value,
     PhaseName.PROPOSAL.value,
     PhaseName.VALIDATION.value,
     PhaseName.FINAL.value,

@@ -93,8 +93,15 @@ class ShapeOracle(keras_tuner.Oracle):
         n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
         max_grid_extensions: int. How often the grid may be extended when
             its optimum lies on the boundary.
-        phases: tuple of str or `None`. Registered phase names, in order;
-            `None` chooses `ISOFLOP_PHASES` or `PAPER_PHASES` (above).
+        phases: str, tuple of str or `None`. `"isoflop"` or `"paper"`
+            (`ISOFLOP_PHASES`, `PAPER_PHASES`), or registered phase names
+            in order; `None` chooses one of the two (above).
+        replicates: int. Seeds of every paper sweep trial.
+        final_seeds: int. Seeds of every final trial.
+        branch_budgets: bool or `None`. Whether one trial trains several
+            cooled budgets (`budget_fractions`); `None`: when the
+            hypermodel declares `budget_fractions`.
+        validation_seeds: int. Seeds of every validation trial.
         seed: int or `None`. Random seed (also of the fits).
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -127,7 +134,8 @@ class ShapeOracle(keras_tuner.Oracle):
         base_shape=None, base_compute=None, rounding=None,
         final_trials=("proposal",), proposal_method="auto",
         validation_trials=False, validation_compute=None, image_size=224,
-        n_bootstrap=200, max_grid_extensions=8, phases=None, seed=None,
+        n_bootstrap=200, max_grid_extensions=8, phases=None,
+        replicates=1, final_seeds=1, branch_budgets=None, seed=None,
         max_retries_per_trial=0, max_consecutive_failed_trials=3,
         template=None, isoflop=None, validation_seeds=2,
     ):
@@ -142,8 +150,9 @@ class ShapeOracle(keras_tuner.Oracle):
             validation_compute=validation_compute, image_size=image_size,
             n_bootstrap=n_bootstrap,
             max_grid_extensions=max_grid_extensions, phases=phases,
-            template=template, isoflop=isoflop,
-            validation_seeds=validation_seeds,
+            replicates=replicates, final_seeds=final_seeds,
+            branch_budgets=branch_budgets, template=template,
+            isoflop=isoflop, validation_seeds=validation_seeds,
         )
         super().__init__(
             objective=check_objective(objective), max_trials=None,
