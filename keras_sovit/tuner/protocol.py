@@ -13,7 +13,6 @@ all. All values are plain Python types.
 """
 
 import enum
-import json
 
 import keras_tuner
 
@@ -126,14 +125,6 @@ def trial_values(phase, shape, compute, seed=None, fractions=None):
 def format_fractions(fractions):
     """`"0.25,0.5,1"`: sorted budget fractions as a plain string."""
     return ",".join(f"{float(f):.12g}" for f in sorted(fractions))
-
-
-def values_key(values):
-    """A hashable key of the oracle-set hyperparameters of a trial."""
-    names = TRIAL_HP_NAMES + OPTIONAL_HP_NAMES
-    return json.dumps(
-        {k: values[k] for k in names if k in values}, sort_keys=True,
-    )
 
 
 def declare_hyperparameters(config):

@@ -18,7 +18,6 @@ from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
 from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import declare_hyperparameters
-from keras_sovit.tuner.protocol import values_key
 from keras_sovit.tuner.state import SearchState
 from keras_sovit.tuner.state import plain
 
@@ -362,10 +361,9 @@ class ShapeOracle(keras_tuner.Oracle):
         plans = self._state.plans
         if phase.name not in plans:
             plans[phase.name] = phase.plan(context)
-        started = {values_key(t.hyperparameters.values)
-                   for t in self.trials.values()}
+        started = [t.hyperparameters.values for t in self.trials.values()]
         for values in plans[phase.name]:
-            if values_key(values) not in started:
+            if not any(_same_trial(values, s) for s in started):
                 return dict(values)
         return None
 
@@ -416,3 +414,10 @@ class ShapeOracle(keras_tuner.Oracle):
     @staticmethod
     def _shape(values):
         return None if values is None else ShapeSpec.from_dict(values)
+
+
+def _same_trial(planned, started):
+    """Whether a started trial is the planned one: equal in every value the
+    plan sets (the seed included). KerasTuner fills the values a plan
+    leaves out with random samples, so those are not compared."""
+    return all(started.get(k) == v for k, v in planned.items())
