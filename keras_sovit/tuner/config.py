@@ -39,6 +39,7 @@ from keras_sovit.tuner.protocol import FINAL_TRIALS
 from keras_sovit.tuner.protocol import GRID_FRACTIONS
 from keras_sovit.tuner.protocol import PAPER_PHASES
 from keras_sovit.tuner.protocol import PAPER_SWEEP_ARGUMENTS
+from keras_sovit.tuner.protocol import PHASE_PLANS
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
 from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import default_phases
@@ -81,7 +82,6 @@ class SearchConfig:
     branch_budgets: object
     template: ShapeSpec
     isoflop: IsoFlopSettings
-    validation_seeds: int
 
     @classmethod
     def create(
@@ -92,7 +92,7 @@ class SearchConfig:
         validation_trials=False, validation_compute=None, image_size=224,
         n_bootstrap=200, max_grid_extensions=8, phases=None,
         replicates=1, final_seeds=1, branch_budgets=None, template=None,
-        isoflop=None, validation_seeds=2,
+        isoflop=None,
     ):
         """Validates the arguments of `ShapeOracle`; returns the config."""
         target_compute = check_positive_number(
@@ -129,8 +129,6 @@ class SearchConfig:
             final_seeds=check_positive_int("final_seeds", final_seeds),
             branch_budgets=check_bool("branch_budgets", branch_budgets,
                                       allow_none=True),
-            validation_seeds=check_positive_int("validation_seeds",
-                                                validation_seeds),
             **search(target_compute, image_size, rounding, phases,
                      template, isoflop, given),
         )
@@ -417,6 +415,9 @@ def _final_trials(final_trials):
 
 
 def _phase_names(phases):
+    if isinstance(phases, str):
+        phases = PHASE_PLANS[check_choice("phases", phases,
+                                          tuple(PHASE_PLANS))]
     names = tuple(str(p) for p in phases)
     for name in names:
         check_choice("phases", name, phases_lib.phase_names())

@@ -91,6 +91,10 @@ PAPER_SWEEP_ARGUMENTS = (
 )
 
 
+# The phase plans `ShapeOracle(phases=...)` accepts by name.
+PHASE_PLANS = {"isoflop": ISOFLOP_PHASES, "paper": PAPER_PHASES}
+
+
 def default_phases(paper_arguments):
     """`PAPER_PHASES` if any paper sweep argument is given, else
     `ISOFLOP_PHASES`.
@@ -125,6 +129,13 @@ def trial_values(phase, shape, compute, seed=None, fractions=None):
 def format_fractions(fractions):
     """`"0.25,0.5,1"`: sorted budget fractions as a plain string."""
     return ",".join(f"{float(f):.12g}" for f in sorted(fractions))
+
+
+def same_trial(planned, started):
+    """Whether a started trial is the planned one: equal in every value the
+    plan sets (the seed included). KerasTuner fills the values a plan
+    leaves out with random samples, so those are not compared."""
+    return all(started.get(k) == v for k, v in planned.items())
 
 
 def declare_hyperparameters(config):

@@ -18,6 +18,7 @@ from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
 from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import declare_hyperparameters
+from keras_sovit.tuner.protocol import same_trial
 from keras_sovit.tuner.state import SearchState
 from keras_sovit.tuner.state import plain
 
@@ -26,20 +27,16 @@ logger = logging.getLogger(__name__)
 class ShapeOracle(keras_tuner.Oracle):
     """Searches the compute-optimal ViT shape for `target_compute`.
 
-    The oracle runs a shape search as KerasTuner trials, walking its
-    phases (design: CONTRIBUTING.md). By default (`ISOFLOP_PHASES`) it
-    runs the model-agnostic IsoFLOP search (`"isoflop"`: at T/4096 to
-    T/64, rounds of central composite designs in log(width, depth, MLP)
-    around the predicted optimum, a quadratic fitted at each compute, the
-    optimum's power-law path extrapolated to T, its bootstrap expected
-    regret, and a paired verification that may buy a level at T/32; every
-    shape sees at least one example per weight; sweeps ≤ 1.5 T), then the
-    final trial(s) at T. Given any of the paper's sweep arguments
-    (`star_*`, `grid*`, `exponents`, `base_shape`), it runs the paper's
-    procedure instead (`PAPER_PHASES`): the star sweep fitted by Eq. (2),
-    the grid sweep for x0, the signal gate, the proposal rule, optional
-    validation trials and the final trial(s); given exponents skip the
-    star sweep, a given base shape the grid sweep.
+    The oracle walks its phases (design: CONTRIBUTING.md). By default
+    (`phases="isoflop"`, `ISOFLOP_PHASES`) it runs the model-agnostic
+    IsoFLOP search (`keras_sovit.tuner.isoflop_phase`): rounds of central
+    composite designs in log-shape at T/4096 to T/64, a quadratic per
+    compute, the optimum's power-law path to T, a paired verification that
+    may buy a level at T/32; then the final trial(s) at T. With
+    `phases="paper"` (`PAPER_PHASES`, chosen too when any of the paper's
+    sweep arguments is given) it runs the paper's procedure: the star sweep
+    fitted by Eq. (2), the grid sweep for x0, the signal gate, the proposal
+    rule, optional validation trials and the final trial(s).
 
     Every trial carries its shape, its compute budget `compute_gflops`
     (examples seen × forward GFLOPs per example), its `phase` and, where
@@ -84,8 +81,7 @@ class ShapeOracle(keras_tuner.Oracle):
             `"auto"`, `"paper"`, `"joint"` or `"isoflop"`
             (`keras_sovit.tuner.proposals`).
         validation_trials: bool. Train the proposal and its ×1.2 / ÷1.2
-            neighbours at `validation_compute`, `validation_seeds` times
-            each, and decide local optimality at a stated error rate.
+            neighbours at `validation_compute` (the paper's procedure).
         validation_compute: float or `None`. Defaults to the geometric mean
             of the largest sweep budget and `target_compute`.
         image_size: int or `(height, width)`. Image size used for compute.
@@ -100,7 +96,6 @@ class ShapeOracle(keras_tuner.Oracle):
         branch_budgets: bool or `None`. Whether one trial trains several
             cooled budgets (`budget_fractions`); `None`: when the
             hypermodel declares `budget_fractions`.
-        validation_seeds: int. Seeds of every validation trial.
         seed: int or `None`. Random seed (also of the fits).
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -111,19 +106,9 @@ class ShapeOracle(keras_tuner.Oracle):
     oracle = keras_sovit.tuner.ShapeOracle("val_loss", target_compute=2e4,
                                            image_size=32)
     oracle.config.phases  # ('isoflop', 'final')
-    paper = keras_sovit.tuner.ShapeOracle(
-        objective=keras_tuner.Objective("fewshot_10shot_error", "min"),
-        target_compute=2e4,
-        star_center=keras_sovit.ShapeSpec(64, 6, 256, 4, patch_size=4),
-        star_grids={"width": [16, 32, 48], "depth": [2, 3, 4],
-                    "mlp_dim": [64, 96, 128]},
-        star_budgets=[100.0, 200.0, 400.0],
-        grid={"width": [16, 32, 48], "depth": [1, 2, 3],
-              "mlp_dim": [32, 64, 96]},
-        grid_budget=50.0,
-        image_size=32,
-    )
-    paper.config.phases[:2]  # ('star', 'grid')
+    paper = keras_sovit.tuner.ShapeOracle("val_loss", target_compute=2e4,
+                                          image_size=32, phases="paper")
+    paper.config.phases[:3]  # ('star', 'signal', 'grid')
     ```
     """
 
@@ -136,7 +121,7 @@ class ShapeOracle(keras_tuner.Oracle):
         n_bootstrap=200, max_grid_extensions=8, phases=None,
         replicates=1, final_seeds=1, branch_budgets=None, seed=None,
         max_retries_per_trial=0, max_consecutive_failed_trials=3,
-        template=None, isoflop=None, validation_seeds=2,
+        template=None, isoflop=None,
     ):
         self.config = SearchConfig.create(
             objective, target_compute, star_center=star_center,
@@ -151,7 +136,7 @@ class ShapeOracle(keras_tuner.Oracle):
             max_grid_extensions=max_grid_extensions, phases=phases,
             replicates=replicates, final_seeds=final_seeds,
             branch_budgets=branch_budgets, template=template,
-            isoflop=isoflop, validation_seeds=validation_seeds,
+            isoflop=isoflop,
         )
         super().__init__(
             objective=check_objective(objective), max_trials=None,
@@ -237,9 +222,7 @@ class ShapeOracle(keras_tuner.Oracle):
         """A JSON-safe summary: configuration, state and final scores."""
         state = self._state.to_dict()
         state.pop("plans")
-        intervals = None
-        if self._state.star_fit_ is not None:
-            intervals = self._state.star_fit_.get("intervals")
+        intervals = (self._state.star_fit_ or {}).get("intervals")
         return plain({
             **state,
             "config": self.config.to_dict(),
@@ -323,6 +306,9 @@ class ShapeOracle(keras_tuner.Oracle):
         self.config.check_resume(saved["config"])
         self._state = SearchState.from_dict(saved["state"])
         self._phases = self._new_phases()  # No cache outlives a reload.
+        # KerasTuner saves an ended trial before it leaves ongoing_trials.
+        self.ongoing_trials = {k: t for k, t in self.ongoing_trials.items()
+                               if t.status == TrialStatus.RUNNING}
 
     # ------------------------------------------------------------------
     # The phase walk.
@@ -363,7 +349,7 @@ class ShapeOracle(keras_tuner.Oracle):
             plans[phase.name] = phase.plan(context)
         started = [t.hyperparameters.values for t in self.trials.values()]
         for values in plans[phase.name]:
-            if not any(_same_trial(values, s) for s in started):
+            if not any(same_trial(values, s) for s in started):
                 return dict(values)
         return None
 
@@ -389,10 +375,8 @@ class ShapeOracle(keras_tuner.Oracle):
 
     def _exclude(self, trial_id, reason):
         if trial_id not in self._state.excluded_trials_:
-            logger.warning(
-                "ShapeOracle: trial %s is left out of the fit (%s).",
-                trial_id, reason,
-            )
+            logger.warning("ShapeOracle: trial %s is left out of the fit "
+                           "(%s).", trial_id, reason)
             self._state.excluded_trials_[trial_id] = reason
 
     def _write_report(self):
@@ -407,17 +391,10 @@ class ShapeOracle(keras_tuner.Oracle):
                 rounding=self.config.rounding,
                 image_size=self.config.image_size,
             )
-        report_lib.write_project_files(
-            self._project_dir, self.report(), self._observe(), scaling
-        )
+        report_lib.write_project_files(self._project_dir, self.report(),
+                                       self._observe(), scaling)
 
     @staticmethod
     def _shape(values):
         return None if values is None else ShapeSpec.from_dict(values)
 
-
-def _same_trial(planned, started):
-    """Whether a started trial is the planned one: equal in every value the
-    plan sets (the seed included). KerasTuner fills the values a plan
-    leaves out with random samples, so those are not compared."""
-    return all(started.get(k) == v for k, v in planned.items())
