@@ -25,9 +25,14 @@ paper's published procedure (x⁽⁰⁾ = 608/10/928 at 9.3e9 GFLOPs scaled by
 τ^(s_k/3), s = 0.22/0.45/0.6) and the best standard ViT shape (B, L, H, g,
 G at patch 14) chosen in hindsight at T.
 
+With `--oracle`, the same truths drive `keras_sovit.tuner.ShapeOracle`
+(its default IsoFLOP phases and final trial) through KerasTuner's
+create_trial / update_trial / end_trial, and the script prints its regret
+and the report's total compute in units of T.
+
 Usage:
     python benchmarks/search_efficiency.py [--seeds 5] [--noise 0.01 0.03]
-        [--truths aspect-ratio ...] [--budgets 1.5 1.0]
+        [--truths aspect-ratio ...] [--budgets 1.5 1.0] [--oracle]
 """
 
 import argparse
@@ -44,7 +49,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from keras_sovit.scaling.isoflop import IsoFlopSearch  # noqa: E402
-from keras_sovit.scaling.isoflop import ShapeCost  # noqa: E402
 from keras_sovit.scaling.plan import PAPER_EXPONENTS  # noqa: E402
 from keras_sovit.scaling.plan import Rounding  # noqa: E402
 from keras_sovit.scaling.plan import scale_shape  # noqa: E402
@@ -52,6 +56,8 @@ from keras_sovit.scaling.simulate import _Law  # noqa: E402
 from keras_sovit.scaling.truths import SUITE  # noqa: E402
 from keras_sovit.scaling.truths import Observer  # noqa: E402
 from keras_sovit.shapes import VARIANTS  # noqa: E402
+from keras_sovit.shapes import forward_gflops  # noqa: E402
+from keras_sovit.shapes import param_count  # noqa: E402
 from keras_sovit.shapes import ShapeSpec  # noqa: E402
 
 METRIC = "fewshot_10shot_error"
@@ -84,6 +90,65 @@ def run_isoflop(law, noise, seed, budget):
     )
     result = drive(search, observe)
     return result["proposal"], observe.spent, result
+
+
+def run_oracle(law, noise, seed, budget):
+    """The same search as `keras_sovit.tuner.ShapeOracle`'s default phases,
+    driven through KerasTuner's create_trial / update_trial / end_trial
+    (one worker); its final trial at T is part of the run. Returns the
+    proposal, the report's total compute in units of T and the number of
+    trials."""
+    from keras_tuner.engine.trial import TrialStatus
+
+    from keras_sovit.tuner import ShapeOracle
+
+    observe = Observer(law, noise=noise, seed=seed)
+    oracle = ShapeOracle(
+        METRIC, TARGET, template=TEMPLATE, image_size=224, seed=seed + 1,
+        isoflop={"max_search_compute": budget},
+        max_consecutive_failed_trials=1,
+    )
+    oracle.verbose = 0  # KerasTuner's per-trial display
+    with tempfile.TemporaryDirectory() as directory:
+        oracle._set_project_dir(directory, "search")
+        while True:
+            trial = oracle.create_trial("worker")
+            if trial.status != TrialStatus.RUNNING:
+                break
+            values = trial.hyperparameters.values
+            value = observe(ShapeSpec.from_dict(values),
+                            values["compute_gflops"])
+            oracle.update_trial(trial.trial_id, {METRIC: value})
+            trial.status = TrialStatus.COMPLETED
+            oracle.end_trial(trial)
+        report = oracle.report()
+    return oracle.proposal, report["compute"]["total"], len(oracle.trials)
+
+
+def run_oracle_suite(truths, noises, seeds, budget):
+    """Regret and total compute / T of the ShapeOracle on the suite."""
+    print(f"ShapeOracle (create/update/end), sweeps <= {budget:g} T, "
+          f"{seeds} seeds, target {TARGET:.3g} GFLOPs")
+    print(f"  {'truth':<13} {'role':<9} {'noise':>5} {'median regret':>14}"
+          f" {'max':>7} {'median C/T':>10} {'max C/T':>8} {'trials':>7}"
+          f" {'s/run':>6}")
+    for noise in noises:
+        for name in truths:
+            law, role = SUITE[name]
+            best, _ = yardsticks(law)
+            rows = []
+            start = time.time()
+            for seed in range(seeds):
+                shape, total, n = run_oracle(law, noise, seed, budget)
+                rows.append((regret(law, shape, best), total, n))
+            rows = np.array(rows)
+            seconds = (time.time() - start) / seeds
+            print(f"  {name:<13} {role:<9} {noise:>5.0%} "
+                  f"{_pct(np.median(rows[:, 0])):>14} "
+                  f"{_pct(rows[:, 0].max()):>7} "
+                  f"{np.median(rows[:, 1]):>10.2f} {rows[:, 1].max():>8.2f}"
+                  f" {np.median(rows[:, 2]):>7.0f} {seconds:>6.1f}",
+                  flush=True)
 
 
 # --- KerasTuner's built-in searches at equal total compute ------------------
@@ -204,13 +269,13 @@ class Trainable(_Law):
 
     def __init__(self, law):
         self.law = law
-        self.cost = ShapeCost(TEMPLATE.patch_size)
 
     def loss_array(self, width, depth, mlp_dim, t, patch_size=14):
         value = self.law.loss_array(width, depth, mlp_dim, t, patch_size)
-        examples = np.asarray(t, float) / self.cost.gflops(width, depth,
-                                                           mlp_dim)
-        params = self.cost.num_params(width, depth, mlp_dim)
+        patches = (224 // patch_size) ** 2
+        examples = np.asarray(t, float) / forward_gflops(
+            width, depth, mlp_dim, patches, patch_size)
+        params = param_count(width, depth, mlp_dim, patches, patch_size)
         return np.where(examples >= FLOOR * params, value, np.inf)
 
 
@@ -349,8 +414,17 @@ def main():
     parser.add_argument("--uncooled", type=float, default=0.0,
                         help="penalty of Hyperband's un-cooled rungs")
     parser.add_argument("--no_builtins", action="store_true")
+    parser.add_argument("--oracle", action="store_true",
+                        help="drive keras_sovit.tuner.ShapeOracle (create/"
+                        "update/end) instead, at the first sweep budget")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.oracle:
+        import logging
+
+        logging.getLogger("keras_sovit").setLevel(logging.ERROR)
+        run_oracle_suite(args.truths, args.noise, args.seeds, args.budgets[0])
+        return 0
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; target {TARGET:.3g} GFLOPs; seeds "
           f"{args.seeds}; sweep budgets {args.budgets} T, final run at T "

@@ -53,10 +53,8 @@ class IsoFlop(Phase):
         self._cache = None  # (rounds told, search); see the module doc.
 
     def plan(self, context):
-        # One budget per run, said explicitly: a budget_fractions value
-        # left out would be sampled at random by KerasTuner.
         return [context.trial(self.name, trial.shape, trial.compute,
-                              seed=trial.trial_id, fractions=(1.0,))
+                              seed=trial.trial_id)
                 for trial in _round(self._search(context))]
 
     def finish(self, context):

@@ -112,17 +112,20 @@ def trial_values(phase, shape, compute, seed=None, fractions=None):
         phase: str. The phase name.
         shape: `ShapeSpec`.
         compute: float. The trial's (largest) budget in GFLOPs.
-        seed: int or `None`. The replicate seed.
+        seed: int or `None`. The replicate seed (`None`: 0).
         fractions: sequence of floats or `None`. Budgets of the one run as
-            fractions of `compute` (see `format_fractions`).
+            fractions of `compute` (see `format_fractions`; `None`: the
+            one budget, `"1"`).
+
+    Every value is set: KerasTuner fills a declared hyperparameter that a
+    trial leaves out with a random sample.
     """
     values = {f: int(getattr(shape, f)) for f in SHAPE_FIELDS}
     values[COMPUTE_METRIC] = float(compute)
     values[PHASE_HP] = str(phase)
-    if seed is not None:
-        values[SEED_HP] = int(seed)
-    if fractions is not None:
-        values[BUDGET_FRACTIONS_HP] = format_fractions(fractions)
+    values[SEED_HP] = 0 if seed is None else int(seed)
+    values[BUDGET_FRACTIONS_HP] = format_fractions(
+        (1.0,) if fractions is None else fractions)
     return values
 
 
@@ -133,8 +136,8 @@ def format_fractions(fractions):
 
 def same_trial(planned, started):
     """Whether a started trial is the planned one: equal in every value the
-    plan sets (the seed included). KerasTuner fills the values a plan
-    leaves out with random samples, so those are not compared."""
+    plan sets (the seed included); values it leaves out (a phase of
+    another package may) are not compared."""
     return all(started.get(k) == v for k, v in planned.items())
 
 

@@ -140,6 +140,8 @@ def test_values_are_plain_python_on_the_declared_grid(finished):
             elif name == "compute_gflops":
                 assert type(value) is float
                 assert hp.min_value <= value <= hp.max_value * (1 + 1e-12)
+            elif name == "budget_fractions":
+                assert type(value) is str and value in hp.values
             elif name == "patch_size":
                 assert type(value) is int and value in hp.values
             else:
