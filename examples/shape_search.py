@@ -183,6 +183,7 @@ def _oracle(args):
     return ks.tuner.ShapeOracle(
         objective="val_loss",
         target_compute=args.target_compute,
+        phases="paper",
         star_center=center,
         star_grids={"width": args.star_widths, "depth": args.star_depths,
                     "mlp_dim": args.star_mlps},

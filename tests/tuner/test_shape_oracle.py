@@ -396,7 +396,8 @@ def test_validation_trials_check_local_optimality(tmp_path):
     trials = run(oracle, PAPER_LIKE_LAW)
     validation = [t for t in trials
                   if t.hyperparameters.values["phase"] == "validation"]
-    center = keras_sovit.ShapeSpec.from_dict(oracle.state.proposals_["validation"])
+    center = keras_sovit.ShapeSpec.from_dict(
+        oracle.state.proposals_["validation"])
     shapes = [keras_sovit.ShapeSpec.from_dict(t.hyperparameters.values)
               for t in validation]
     assert shapes[0] == center
