@@ -240,6 +240,12 @@ class SearchConfig:
                 "top level, or one more level). Received: "
                 "validation_trials=True"
             )
+        if self.isoflop is not None and self.replicates != 1:
+            raise ValueError(
+                "`replicates` repeats the paper's sweep trials; the IsoFLOP "
+                "search designs its own replicates (its centre points). "
+                f"Received: replicates={self.replicates}"
+            )
         if (self.isoflop is None and not self.run_star
                 and self.proposal_method == "joint"):
             raise ValueError(

@@ -53,7 +53,7 @@ def end(oracle, trial, charged=None):
     oracle.end_trial(trial)
 
 
-def run(oracle, stop_after=None):
+def run(oracle, stop_after=None, fail=()):
     """One worker to the end (or `stop_after` trials); the trials run."""
     ran = []
     while stop_after is None or len(ran) < stop_after:
@@ -62,6 +62,10 @@ def run(oracle, stop_after=None):
             break
         assert trial.status == TrialStatus.RUNNING
         ran.append(trial)
+        if trial.trial_id in fail:
+            trial.status = TrialStatus.FAILED
+            oracle.end_trial(trial)
+            continue
         end(oracle, trial)
         assert len(ran) < 1000, "the search does not end"
     return ran
@@ -88,6 +92,10 @@ def test_isoflop_is_the_default_and_paper_is_available_by_name():
         make_oracle(phases="chinchilla")
     with pytest.raises(ValueError, match="star_budgets"):
         make_oracle(phases="isoflop", star_budgets=[1e9, 2e9])
+    with pytest.raises(ValueError, match="replicates=2"):
+        make_oracle(replicates=2)
+    with pytest.raises(ValueError, match="validation_trials"):
+        make_oracle(validation_trials=True)
 
 
 def test_off_menu_regret_is_small(finished):
@@ -200,3 +208,14 @@ def test_resume_with_a_changed_search_is_refused(tmp_path):
     moved._set_project_dir(str(tmp_path), "p")
     with pytest.raises(ValueError, match="target_compute"):
         moved.reload()
+
+
+def test_failed_trials_are_left_out_and_the_search_ends(tmp_path):
+    oracle = make_oracle(max_consecutive_failed_trials=3)
+    oracle._set_project_dir(str(tmp_path), "p")
+    trials = run(oracle, fail={"0003", "0020"})
+    assert set(oracle.excluded_trials) == {"0003", "0020"}
+    assert oracle.phase == "done"
+    assert trials[-1].hyperparameters.values["phase"] == "final"
+    optimum = LAW.true_optimum(TARGET, TEMPLATE, mlp_multiple=16)
+    assert truths.regret(LAW, oracle.proposal, TARGET, optimum) < 0.01
