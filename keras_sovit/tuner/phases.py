@@ -88,7 +88,7 @@ class SearchContext:
         return trial_values(phase, shape, compute, seed, fractions)
 
     def trials(self, phase, shape, compute, seeds=1, fractions=None):
-        """`seeds` replicates of one trial (no seed set for a single one)."""
+        """`seeds` replicates of one trial (seed 0 for a single one)."""
         if seeds == 1:
             return [self.trial(phase, shape, compute, None, fractions)]
         return [self.trial(phase, shape, compute, seed, fractions)

@@ -82,17 +82,19 @@ def trial_values(phase, shape, compute, seed=None, fractions=None):
         phase: str. The phase name.
         shape: `ShapeSpec`.
         compute: float. The trial's (largest) budget in GFLOPs.
-        seed: int or `None`. The replicate seed.
+        seed: int or `None`. The replicate seed (`None`: 0).
         fractions: sequence of floats or `None`. Budgets of the one run as
-            fractions of `compute` (see `format_fractions`).
+            fractions of `compute` (see `format_fractions`; `None`: the
+            one budget `compute`).
     """
     values = {f: int(getattr(shape, f)) for f in SHAPE_FIELDS}
     values[COMPUTE_METRIC] = float(compute)
     values[PHASE_HP] = str(phase)
-    if seed is not None:
-        values[SEED_HP] = int(seed)
-    if fractions is not None:
-        values[BUDGET_FRACTIONS_HP] = format_fractions(fractions)
+    # Every declared value is set: KerasTuner fills a missing active one
+    # at random (`ensure_active_values`), which would give an unseeded
+    # trial a random seed and an unbranched one a random budget ladder.
+    values[SEED_HP] = 0 if seed is None else int(seed)
+    values[BUDGET_FRACTIONS_HP] = format_fractions(fractions or (1.0,))
     return values
 
 
