@@ -14,9 +14,9 @@ from keras_sovit.tuner.protocol import COMPUTE_METRIC
 from keras_sovit.tuner.protocol import DEFAULT_PHASES
 from keras_sovit.tuner.protocol import MAX_SEED
 from keras_sovit.tuner.protocol import PHASE_HP
-from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import SEED_HP
 from keras_sovit.tuner.protocol import UNTRAINED_PREFIX
+from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import checkpoint_metric_name
 from keras_sovit.tuner.protocol import format_fractions
 
