@@ -114,6 +114,12 @@ def np_gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x**3)))
 
 
+def np_gelu_erf(x):
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
 def np_softmax(x):
     z = np.exp(x - x.max(-1, keepdims=True))
     return z / z.sum(-1, keepdims=True)
@@ -132,5 +138,6 @@ def np_attention(query, value, w):
     return np.einsum("bqhk,hkd->bqd", out, w["out_kernel"]) + w["out_bias"]
 
 
-def np_mlp(x, w0, b0, w1, b1):
-    return np_gelu_tanh(x @ w0 + b0) @ w1 + b1
+def np_mlp(x, w0, b0, w1, b1, approximate=True):
+    gelu = np_gelu_tanh if approximate else np_gelu_erf
+    return gelu(x @ w0 + b0) @ w1 + b1

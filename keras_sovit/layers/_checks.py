@@ -33,3 +33,12 @@ def check_token_input(layer_name, input_shape, num_heads):
             f"Received: width={width}, num_heads={num_heads}"
         )
     return width
+
+
+def check_bool(name, value):
+    """Raises a `ValueError` naming `name` unless `value` is a bool."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"`{name}` must be a bool. Received: {name}={value!r}"
+        )
+    return value

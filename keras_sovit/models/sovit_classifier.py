@@ -2,6 +2,7 @@ import numbers
 
 import keras
 
+from keras_sovit.models.sovit_backbone import FunctionalModel
 from keras_sovit.models.sovit_backbone import SoViTBackbone
 from keras_sovit.models.sovit_backbone import keep_dtype_policy
 from keras_sovit.models.sovit_backbone import with_dtype_policy
@@ -10,7 +11,7 @@ from keras_sovit.shapes import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")
-class SoViTClassifier(keras.Model):
+class SoViTClassifier(FunctionalModel):
     """An image classifier: a pooled `SoViTBackbone` plus a linear head.
 
     The head is a `Dense(num_classes)` layer named `"head"` with a
