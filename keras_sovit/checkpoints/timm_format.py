@@ -216,9 +216,9 @@ def load_timm(
             square grid of `pos_embed`); another grid resamples the
             position embedding as big_vision does. Defaults to `None`.
         pool_type: str or `None`: `"map"` with `attn_pool`, `"tok"` with
-            a class token, else `"gap"` unless given (`"0"` is timm's
-            `global_pool="token"` without class token, `"none"` its
-            `global_pool=""`). Defaults to `None`.
+            a class token, else `"gap"` (timm's `global_pool="avg"`) unless
+            given (`"none"` is timm's `global_pool=""`, the tokens of
+            `forward_features`). Defaults to `None`.
         num_classes: int or `None`, as in `load_big_vision`. Defaults to
             `None`.
         approximate_gelu: bool. See above. Defaults to `False`.
