@@ -230,6 +230,39 @@ class SoViTBackbone(FunctionalModel):
         self.approximate_gelu = approximate_gelu
         self.strict_image_size = strict_image_size
 
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        checkpoint=None,
+        load_weights=True,
+        image_shape=None,
+        dtype=None,
+        approximate_gelu=None,
+    ):
+        """Builds the backbone of a public checkpoint (no download).
+
+        `preset` names an entry of `keras_sovit.models.SOVIT_PRESETS`
+        (e.g. `"siglip_so400m_patch14_384"`); `checkpoint` is the path of
+        a file of that preset you fetched yourself, in any of its formats
+        (big_vision `.npz`, timm or HF transformers weights), told apart
+        automatically. A classifier's head is dropped. `image_shape`
+        defaults to the preset's resolution; another one resamples the
+        position embedding. `load_weights=False` gives random weights.
+        `approximate_gelu=None` uses the preset's GELU for that format.
+        """
+        from keras_sovit.checkpoints.presets import load_preset
+
+        return load_preset(
+            preset,
+            checkpoint=checkpoint,
+            load_weights=load_weights,
+            image_shape=image_shape,
+            num_classes=0,
+            dtype=dtype,
+            approximate_gelu=approximate_gelu,
+        )
+
     def get_config(self):
         return {
             "shape": self.shape_spec.to_dict(),

@@ -154,6 +154,42 @@ class SoViTClassifier(FunctionalModel):
             dtype=backbone_kwargs.get("dtype"),
         )
 
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        checkpoint=None,
+        num_classes=None,
+        load_weights=True,
+        image_shape=None,
+        dtype=None,
+        approximate_gelu=None,
+    ):
+        """Builds a classifier from a public checkpoint (no download).
+
+        As `SoViTBackbone.from_preset`. `num_classes=None` keeps the
+        checkpoint's head (the `*_in1k` presets have 1000 classes); another
+        count, or a checkpoint without a head, gets a fresh zero-initialised
+        head of that size.
+        """
+        from keras_sovit.checkpoints.presets import load_preset
+
+        model = load_preset(
+            preset,
+            checkpoint=checkpoint,
+            load_weights=load_weights,
+            image_shape=image_shape,
+            num_classes=num_classes,
+            dtype=dtype,
+            approximate_gelu=approximate_gelu,
+        )
+        if not isinstance(model, cls):
+            raise ValueError(
+                f"Preset {preset!r} has no classification head; pass "
+                "num_classes. Received: num_classes=None"
+            )
+        return model
+
     def get_config(self):
         return {
             "backbone": keras.layers.serialize(self.backbone),
