@@ -5,6 +5,7 @@ import pytest
 import keras_sovit
 from keras_sovit.models import SoViTBackbone
 from tests.testing import check_config_round_trip
+from tests.testing import jit_compile
 
 SHAPE = keras_sovit.ShapeSpec(
     width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8
@@ -127,7 +128,7 @@ def test_fit_with_dropout_and_stochastic_depth():
         dropout_rate=0.1,
         stochastic_depth_rate=0.1,
     )
-    backbone.compile(optimizer="adam", loss="mse", jit_compile=True)
+    backbone.compile(optimizer="adam", loss="mse", jit_compile=jit_compile())
     x = _images(4, seed=3)
     history = backbone.fit(x, np.zeros((4, 32)), epochs=2, verbose=0)
     losses = history.history["loss"]
