@@ -81,9 +81,7 @@ def read_state_dict(source, name):
         )
     path = os.fspath(source)
     if not os.path.isfile(path):
-        raise ValueError(
-            f"`{name}` is not a file. Received: {name}={source!r}"
-        )
+        raise ValueError(f"`{name}` is not a file. Received: {name}={source!r}")
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as data:
             return {k: to_numpy(data[k]) for k in data.files}

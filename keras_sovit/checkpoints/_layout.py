@@ -15,7 +15,6 @@ import re
 import keras
 import numpy as np
 
-from keras_sovit.checkpoints.resample import grid_of
 from keras_sovit.checkpoints.resample import resample_position_embedding
 from keras_sovit.shapes import VARIANTS
 from keras_sovit.shapes import ShapeSpec
@@ -74,11 +73,17 @@ def model_variables(model):
         variables["cls"] = model.class_token.cls
     for i, block in enumerate(model.encoder_blocks):
         prefix = BLOCK.format(i)
-        variables.update(_layer_norm(f"{prefix}LayerNorm_0/", block.layer_norm_0))
         variables.update(
-            _attention(f"{prefix}MultiHeadDotProductAttention_0/", block.attention)
+            _layer_norm(f"{prefix}LayerNorm_0/", block.layer_norm_0)
         )
-        variables.update(_layer_norm(f"{prefix}LayerNorm_1/", block.layer_norm_1))
+        variables.update(
+            _attention(
+                f"{prefix}MultiHeadDotProductAttention_0/", block.attention
+            )
+        )
+        variables.update(
+            _layer_norm(f"{prefix}LayerNorm_1/", block.layer_norm_1)
+        )
         variables.update(_mlp(f"{prefix}MlpBlock_0/", block.mlp))
     variables.update(
         _layer_norm("Transformer/encoder_norm/", model.encoder_norm)
@@ -87,7 +92,9 @@ def model_variables(model):
         head = model.map_head
         variables["MAPHead_0/probe"] = head.probe
         variables.update(
-            _attention("MAPHead_0/MultiHeadDotProductAttention_0/", head.attention)
+            _attention(
+                "MAPHead_0/MultiHeadDotProductAttention_0/", head.attention
+            )
         )
         variables.update(_layer_norm("MAPHead_0/LayerNorm_0/", head.layer_norm))
         variables.update(_mlp("MAPHead_0/MlpBlock_0/", head.mlp))
@@ -339,9 +346,13 @@ def _heads_layout(key, value, spec):
     if name[0] == "out":
         target = (heads, head_dim, width) if name[1] == "kernel" else (width,)
     else:
-        target = (width, heads, head_dim) if name[1] == "kernel" else (
-            heads,
-            head_dim,
+        target = (
+            (width, heads, head_dim)
+            if name[1] == "kernel"
+            else (
+                heads,
+                head_dim,
+            )
         )
     if value.size != math.prod(target):
         raise ValueError(

@@ -23,11 +23,7 @@ _STEM = "embedding/kernel"
 def _image_tower(flat, prefix):
     """The keys of the image tower, prefix removed."""
     if prefix is None:
-        found = [
-            p
-            for p in PREFIXES
-            if f"{p}{_STEM}" in flat
-        ]
+        found = [p for p in PREFIXES if f"{p}{_STEM}" in flat]
         if len(found) != 1:
             raise ValueError(
                 "Cannot tell where the image tower is: expected exactly one "
@@ -41,7 +37,9 @@ def _image_tower(flat, prefix):
             f"The checkpoint has no {prefix + _STEM!r}. Received: "
             f"prefix={prefix!r}"
         )
-    return {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+    return {
+        k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)
+    }
 
 
 def _unscan(arrays):
@@ -69,7 +67,11 @@ def _unscan(arrays):
 
 
 def _scan(arrays, depth):
-    out = {k: v for k, v in arrays.items() if not k.startswith("Transformer/encoderblock_")}
+    out = {
+        k: v
+        for k, v in arrays.items()
+        if not k.startswith("Transformer/encoderblock_")
+    }
     first = BLOCK.format(0)
     for key in arrays:
         if key.startswith(first):

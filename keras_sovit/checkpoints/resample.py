@@ -79,9 +79,7 @@ def resample_position_embedding(posemb, new_grid, old_grid=None, order=1):
         zoom = (new[0] / old[0], new[1] / old[1], 1.0)
         values = scipy.ndimage.zoom(values, zoom, order=order)
         if values.shape[:2] != new:  # zoom rounds; never seen, but be sure.
-            raise ValueError(
-                f"Resampling to {new} gave {values.shape[:2]}."
-            )
+            raise ValueError(f"Resampling to {new} gave {values.shape[:2]}.")
     values = values.reshape((new[0] * new[1], width))
     if np.asarray(posemb).ndim == 3:
         values = values[None]

@@ -86,8 +86,7 @@ def timm_to_big_vision(state, image_shape=None):
         return _convert(state, image_shape)
     except KeyError as error:
         raise ValueError(
-            f"The timm state dict lacks {error.args[0]!r}, which a SoViT "
-            "needs."
+            f"The timm state dict lacks {error.args[0]!r}, which a SoViT needs."
         ) from None
 
 

@@ -70,7 +70,9 @@ def transformers_to_big_vision(state):
     """HF SigLIP vision state dict -> canonical arrays, and whether the
     classifier of `SiglipForImageClassification` was present."""
     prefix = _find_prefix(state)
-    tower = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    tower = {
+        k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)
+    }
     tower.pop("embeddings.position_ids", None)  # A buffer in old files.
     classifier = prefix == "vision_model." and "classifier.weight" in state
     try:

@@ -17,8 +17,9 @@ class EncoderBlock(keras.layers.Layer):
     LayerNorm epsilon 1e-6, xavier-uniform attention and MLP kernels, MLP
     biases drawn from normal(stddev=1e-6) and the tanh approximation of
     GELU (big_vision's; `approximate_gelu=False` selects exact erf GELU,
-    as in timm's So400m/14 SigLIP models). Dropout sits where big_vision puts it: after the attention output,
-    after the GELU inside the MLP and after the MLP output; there is no
+    as in timm's So400m/14 SigLIP models). Dropout sits where big_vision
+    puts it: after the attention output, after the GELU inside the MLP and
+    after the MLP output; there is no
     attention-probability dropout. Optional stochastic depth drops each
     residual branch per example during training.
 

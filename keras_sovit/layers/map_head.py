@@ -15,8 +15,8 @@ class MAPHead(keras.layers.Layer):
     A learned `probe` of shape (1, 1, width), xavier-uniform initialised,
     is tiled over the batch and attends to all tokens; then
     `x + MLP(LayerNorm(x))` and the single probe token is returned. The MLP
-    uses the same `mlp_dim` (and GELU form) as the encoder blocks. Weight names map to
-    big_vision's `MAPHead_0` by renaming: `probe`,
+    uses the same `mlp_dim` (and GELU form) as the encoder blocks. Weight
+    names map to big_vision's `MAPHead_0` by renaming: `probe`,
     `MultiHeadDotProductAttention_0`, `LayerNorm_0`, `MlpBlock_0`.
 
     Args:

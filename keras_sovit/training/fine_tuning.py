@@ -105,7 +105,9 @@ def fine_tuning_recipe(total_steps, paper_resolution=224, **overrides):
         "base_lr": PAPER_FINE_TUNING["base_lr"],
         "momentum": PAPER_FINE_TUNING["momentum"],
         "clipnorm": PAPER_FINE_TUNING["clipnorm"],
-        "warmup_steps": min(PAPER_FINE_TUNING["warmup_steps"], total_steps // 10),
+        "warmup_steps": min(
+            PAPER_FINE_TUNING["warmup_steps"], total_steps // 10
+        ),
         **PAPER_FINE_TUNING_BY_RESOLUTION[paper_resolution],
     }
     config.update(overrides)
@@ -295,7 +297,9 @@ def compile_for_fine_tuning(
         )
     if reset_head:
         num_classes = head.kernel.shape[-1]
-        head.kernel.assign(keras.ops.zeros(head.kernel.shape, head.kernel.dtype))
+        head.kernel.assign(
+            keras.ops.zeros(head.kernel.shape, head.kernel.dtype)
+        )
         head.bias.assign(
             keras.ops.full(head.bias.shape, -math.log(num_classes), "float32")
         )

@@ -89,9 +89,7 @@ def _attention_weights(arrays, prefix):
 
 
 def _ln(arrays, prefix, x):
-    return np_layer_norm(
-        x, arrays[f"{prefix}scale"], arrays[f"{prefix}bias"]
-    )
+    return np_layer_norm(x, arrays[f"{prefix}scale"], arrays[f"{prefix}bias"])
 
 
 def _mlp(arrays, prefix, x, approximate):

@@ -82,8 +82,10 @@ def _scanned(arrays, depth=2):
         if key.startswith("Transformer/encoderblock_0/"):
             name = key[len("Transformer/encoderblock_0/") :]
             out[f"Transformer/encoderblock/{name}"] = np.stack(
-                [arrays[f"Transformer/encoderblock_{i}/{name}"]
-                 for i in range(depth)]  # fmt: skip
+                [
+                    arrays[f"Transformer/encoderblock_{i}/{name}"]
+                    for i in range(depth)
+                ]  # fmt: skip
             )
         elif not key.startswith("Transformer/encoderblock_"):
             out[key] = value
@@ -93,10 +95,9 @@ def _scanned(arrays, depth=2):
 def test_scan_layout(tmp_path):
     arrays = random_vit_arrays(num_classes=4)
     scanned = _scanned(arrays)
-    assert (
-        scanned["Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"].shape
-        == (2, 32, 48)
-    )
+    assert scanned[
+        "Transformer/encoderblock/MlpBlock_0/Dense_0/kernel"
+    ].shape == (2, 32, 48)
     model = load_big_vision(_write(tmp_path, scanned))
     x = _images()
     assert_relative_close(_np(model(x)), vit_forward(arrays, x, "map"))
@@ -217,8 +218,9 @@ def test_save_scan_prefix_and_bfloat16(tmp_path):
         scanned = data["params/img/Transformer/encoderblock/LayerNorm_0/scale"]
         assert scanned.shape == (2, 32)
         assert scanned.dtype.itemsize == 2
-        assert "params/img/Transformer/encoderblock_0/LayerNorm_0/scale" not in (
-            data.files
+        assert (
+            "params/img/Transformer/encoderblock_0/LayerNorm_0/scale"
+            not in (data.files)
         )
     loaded = load_big_vision(path)
     for saved, original in zip(loaded.weights, model.weights):

@@ -25,7 +25,12 @@ def _bilinear_corner_aligned(grid, new):
 
 @pytest.mark.parametrize(
     "old, new",
-    [((4, 4), (7, 7)), ((16, 16), (27, 27)), ((4, 6), (3, 5)), ((5, 5), (2, 9))],
+    [
+        ((4, 4), (7, 7)),
+        ((16, 16), (27, 27)),
+        ((4, 6), (3, 5)),
+        ((5, 5), (2, 9)),
+    ],
 )
 def test_matches_independent_bilinear_interpolation(old, new):
     posemb = _posemb(old[0] * old[1])
@@ -70,11 +75,15 @@ def test_nearest_order_copies_values():
         ({"posemb": np.zeros((2, 16, 8)), "new_grid": 4}, "posemb"),
         ({"posemb": np.zeros((16,)), "new_grid": 4}, "posemb"),
         ({"posemb": np.zeros((1, 12, 8)), "new_grid": 4}, "old_grid"),
-        ({"posemb": np.zeros((1, 12, 8)), "new_grid": 4,
-          "old_grid": (4, 4)}, "old_grid"),  # fmt: skip
+        (
+            {"posemb": np.zeros((1, 12, 8)), "new_grid": 4, "old_grid": (4, 4)},
+            "old_grid",
+        ),  # fmt: skip
         ({"posemb": np.zeros((1, 16, 8)), "new_grid": 0}, "new_grid"),
-        ({"posemb": np.zeros((1, 16, 8)), "new_grid": 4, "order": 2},
-         "order"),  # fmt: skip
+        (
+            {"posemb": np.zeros((1, 16, 8)), "new_grid": 4, "order": 2},
+            "order",
+        ),  # fmt: skip
     ],
 )
 def test_bad_arguments(kwargs, name):

@@ -119,17 +119,13 @@ def test_resamples_pos_embed_like_big_vision():
     from keras_sovit.checkpoints import resample_position_embedding
 
     model = _timm_model(global_pool="map", class_token=False, num_classes=0)
-    loaded = load_timm(
-        model.state_dict(), num_heads=4, image_shape=(48, 48, 3)
-    )
+    loaded = load_timm(model.state_dict(), num_heads=4, image_shape=(48, 48, 3))
     import keras
 
     table = keras.ops.convert_to_numpy(
         loaded.get_layer("pos_embedding").pos_embedding
     )
-    expected = resample_position_embedding(
-        model.pos_embed.detach().numpy(), 6
-    )
+    expected = resample_position_embedding(model.pos_embed.detach().numpy(), 6)
     np.testing.assert_array_equal(table, expected)
 
 

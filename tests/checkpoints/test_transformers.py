@@ -13,8 +13,14 @@ from keras_sovit.models import SoViTBackbone  # noqa: E402
 from keras_sovit.models import SoViTClassifier  # noqa: E402
 from tests.checkpoints.reference import assert_relative_close  # noqa: E402
 
-VISION = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-          "num_attention_heads": 4, "image_size": 32, "patch_size": 8}  # fmt: skip
+VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
 
 
 def _randomize(model, seed=0):
@@ -60,9 +66,7 @@ def test_pooled_output_equals_hf(kwargs):
     assert loaded.shape_spec.num_heads == config.num_attention_heads
     assert loaded.count_params() == sum(p.numel() for p in model.parameters())
     assert_relative_close(_keras(loaded, x), out.pooler_output.numpy())
-    tokens = keras.Model(
-        loaded.input, loaded.get_layer("encoder_norm").output
-    )
+    tokens = keras.Model(loaded.input, loaded.get_layer("encoder_norm").output)
     assert_relative_close(_keras(tokens, x), out.last_hidden_state.numpy())
 
 
@@ -88,9 +92,15 @@ def test_save_pretrained_directory(tmp_path):
 
 
 def _two_tower_config(**kwargs):
-    text = {"hidden_size": 32, "intermediate_size": 48, "vocab_size": 64,
-            "num_hidden_layers": 1, "num_attention_heads": 4,
-            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}  # fmt: skip
+    text = dict(
+        VISION,
+        vocab_size=64,
+        num_hidden_layers=1,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    del text["image_size"], text["patch_size"]
     return transformers.SiglipConfig(
         vision_config=VISION, text_config=text, **kwargs
     )
@@ -159,6 +169,7 @@ def test_unknown_weights_and_heads():
         load_transformers(model.state_dict())  # no config, unknown shape
     with pytest.raises(ValueError, match="num_heads"):
         load_transformers(model.state_dict(), config=config, num_heads=2)
-    assert load_transformers(
-        model.state_dict(), num_heads=4
-    ).shape_spec.num_heads == 4
+    assert (
+        load_transformers(model.state_dict(), num_heads=4).shape_spec.num_heads
+        == 4
+    )

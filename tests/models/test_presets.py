@@ -31,16 +31,20 @@ def test_table_is_plain_data_with_the_public_checkpoints():
             assert {k: preset["shape"][k] for k in so400m} == so400m, name
             assert not preset.get("unsupported")
         else:
-            assert "so150m" in name and "register tokens" in (
-                preset["unsupported"]
+            assert (
+                "so150m" in name
+                and "register tokens" in (preset["unsupported"])
             )
         assert spec.num_patches(preset["image_size"]) > 0
     bv = SOVIT_PRESETS["siglip_so400m_patch14_224"]["files"]["big_vision"]
     assert os.path.basename(bv) == "webli_en_so400m_224_57633886.npz"
     p384 = SOVIT_PRESETS["siglip_so400m_patch14_384"]
-    assert keras_sovit.ShapeSpec.from_dict(p384["shape"]).num_patches(
-        p384["image_size"]
-    ) == 729
+    assert (
+        keras_sovit.ShapeSpec.from_dict(p384["shape"]).num_patches(
+            p384["image_size"]
+        )
+        == 729
+    )
     assert SOVIT_PRESETS["sovit_so400m_patch14_378_in1k"]["num_classes"] == (
         1000
     )
@@ -60,8 +64,11 @@ def tiny_preset(monkeypatch):
             "timm": "https://huggingface.co/timm/tiny/model.safetensors",
             "transformers": "https://huggingface.co/t/tiny/model.safetensors",
         },
-        "approximate_gelu": {"big_vision": True, "timm": False,
-                             "transformers": True},  # fmt: skip
+        "approximate_gelu": {
+            "big_vision": True,
+            "timm": False,
+            "transformers": True,
+        },  # fmt: skip
     }
     monkeypatch.setitem(SOVIT_PRESETS, "tiny", entry)
     return entry

@@ -80,7 +80,9 @@ def test_layer_decay_sgd_matches_numpy_momentum_sgd():
     optimizer = LayerDecaySGD(
         learning_rate=0.1, momentum=0.9, lr_mults=[("slow", 0.25)]
     )
-    values = [keras.ops.convert_to_numpy(v).astype("float64") for v in variables]
+    values = [
+        keras.ops.convert_to_numpy(v).astype("float64") for v in variables
+    ]
     velocity = [np.zeros_like(v) for v in values]
     for step in range(3):
         grads = [rng.normal(size=(3, 2)).astype("float32") for _ in variables]
