@@ -30,7 +30,7 @@ test-tf: $(STAMP)
 test-jax: $(STAMP)
 	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not tf_only" \
 		tests/layers tests/models tests/data tests/training tests/evaluation \
-		tests/checkpoints tests/tuner
+		tests/tuner
 
 # torch trains eagerly in these tests (jit_compile=True would be
 # torch.compile, minutes per model on a CPU).

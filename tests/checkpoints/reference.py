@@ -154,6 +154,16 @@ def vit_forward(arrays, images, pool_type, approximate=True):
     return x
 
 
+def forward(model, x):
+    """The model's outputs as float32 NumPy, one compiled `predict` call.
+
+    `predict` traces the whole forward pass once, which on JAX is much
+    faster than calling the model eagerly op by op.
+    """
+    out = model.predict(x, batch_size=len(x), verbose=0)
+    return np.asarray(out).astype("float32")
+
+
 def assert_relative_close(actual, expected, rtol=1e-5):
     """max |actual - expected| <= rtol * max |expected|."""
     actual = np.asarray(actual, dtype="float64")

@@ -10,6 +10,7 @@ from keras_sovit.checkpoints import save_big_vision
 from keras_sovit.models import SoViTBackbone
 from keras_sovit.models import SoViTClassifier
 from tests.checkpoints.reference import assert_relative_close
+from tests.checkpoints.reference import forward
 from tests.checkpoints.reference import random_vit_arrays
 from tests.checkpoints.reference import vit_forward
 
@@ -60,7 +61,7 @@ def test_npz_matches_independent_numpy_vit(
     assert backbone.shape_spec == SHAPE
     assert backbone.pool_type == pool_type
     x = _images((2,) + image_shape)
-    assert_relative_close(_np(model(x)), vit_forward(arrays, x, pool_type))
+    assert_relative_close(forward(model, x), vit_forward(arrays, x, pool_type))
     if rep_size:
         assert model.rep_size == rep_size
 
@@ -71,7 +72,7 @@ def test_heads_come_from_the_attention_kernels(tmp_path):
         model = load_big_vision(arrays)
         assert model.shape_spec.num_heads == heads
         x = _images()
-        assert_relative_close(_np(model(x)), vit_forward(arrays, x, "map"))
+        assert_relative_close(forward(model, x), vit_forward(arrays, x, "map"))
     with pytest.raises(ValueError, match="num_heads"):
         load_big_vision(random_vit_arrays(heads=2), num_heads=4)
 
@@ -100,7 +101,7 @@ def test_scan_layout(tmp_path):
     ].shape == (2, 32, 48)
     model = load_big_vision(_write(tmp_path, scanned))
     x = _images()
-    assert_relative_close(_np(model(x)), vit_forward(arrays, x, "map"))
+    assert_relative_close(forward(model, x), vit_forward(arrays, x, "map"))
     mixed = dict(scanned, **{
         "Transformer/encoderblock_0/LayerNorm_0/scale": np.ones(32),
     })  # fmt: skip
@@ -120,9 +121,9 @@ def test_prefixes_of_two_tower_and_training_checkpoints(tmp_path, prefix):
     stored["txt/Encoder_0/encoder_norm/scale"] = np.ones(32, "float32")
     model = load_big_vision(_write(tmp_path, stored))
     x = _images()
-    assert_relative_close(_np(model(x)), vit_forward(arrays, x, "map"))
+    assert_relative_close(forward(model, x), vit_forward(arrays, x, "map"))
     same = load_big_vision(stored, prefix=prefix)
-    np.testing.assert_array_equal(_np(same(x)), _np(model(x)))
+    np.testing.assert_array_equal(forward(same, x), forward(model, x))
 
 
 def test_ambiguous_or_missing_prefix():
@@ -150,11 +151,11 @@ def test_raw_bfloat16_storage(tmp_path):
     np.testing.assert_array_equal(kernel, rounded["embedding/kernel"])
     assert not np.array_equal(kernel, arrays["embedding/kernel"])
     x = _images()
-    assert_relative_close(_np(model(x)), vit_forward(rounded, x, "map"))
+    assert_relative_close(forward(model, x), vit_forward(rounded, x, "map"))
     # uint16 bits (another way raw bfloat16 is kept) read the same.
     bits = {k: v.view(np.uint16) for k, v in stored.items()}
     same = load_big_vision(bits)
-    np.testing.assert_array_equal(_np(same(x)), _np(model(x)))
+    np.testing.assert_array_equal(forward(same, x), forward(model, x))
 
 
 def _randomize(model, seed=0):
@@ -190,7 +191,7 @@ def test_save_load_round_trip_is_exact(
     assert type(loaded) is type(model)
     assert loaded.get_config() == model.get_config()
     x = _images((2,) + image_shape)
-    np.testing.assert_array_equal(_np(loaded(x)), _np(model(x)))
+    np.testing.assert_array_equal(forward(loaded, x), forward(model, x))
 
 
 def test_saved_keys_are_big_vision_names(tmp_path):
@@ -248,7 +249,7 @@ def test_posemb_resampled_to_a_new_resolution(tmp_path):
         odd = load_big_vision(arrays, image_shape=(50, 50, 3))
     even = load_big_vision(arrays, image_shape=(48, 48, 3))
     x = _images((2, 50, 50, 3))
-    np.testing.assert_array_equal(_np(odd(x)), _np(even(x[:, :48, :48])))
+    np.testing.assert_array_equal(forward(odd, x), forward(even, x[:, :48, :48]))
 
 
 def test_num_classes_keeps_drops_or_replaces_the_head():
@@ -259,7 +260,7 @@ def test_num_classes_keeps_drops_or_replaces_the_head():
     assert type(backbone) is SoViTBackbone
     x = _images()
     np.testing.assert_allclose(
-        _np(backbone(x)), _np(kept.backbone(x)), rtol=1e-6, atol=1e-6
+        forward(backbone, x), forward(kept.backbone, x), rtol=1e-6, atol=1e-6
     )
     fresh = load_big_vision(arrays, num_classes=7)
     assert fresh.num_classes == 7 and fresh.rep_size == 8
@@ -283,8 +284,7 @@ def test_mixed_bfloat16_loading():
         assert a.dtype == "float32"
         np.testing.assert_array_equal(_np(a), _np(b))
     x = _images()
-    out = _np(keras.ops.cast(mixed(x), "float32"))
-    assert_relative_close(out, _np(full(x)), rtol=5e-2)
+    assert_relative_close(forward(mixed, x), forward(full, x), rtol=5e-2)
 
 
 @pytest.mark.parametrize(
@@ -339,4 +339,4 @@ def test_saving_exact_gelu_warns(tmp_path):
         path = save_big_vision(model, str(tmp_path / "erf.npz"))
     loaded = load_big_vision(path, approximate_gelu=False)
     x = _images()
-    np.testing.assert_array_equal(_np(loaded(x)), _np(model(x)))
+    np.testing.assert_array_equal(forward(loaded, x), forward(model, x))

@@ -12,6 +12,7 @@ from keras_sovit.checkpoints import load_timm  # noqa: E402
 from keras_sovit.models import SoViTBackbone  # noqa: E402
 from keras_sovit.models import SoViTClassifier  # noqa: E402
 from tests.checkpoints.reference import assert_relative_close  # noqa: E402
+from tests.checkpoints.reference import forward  # noqa: E402
 
 BASE = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 4,
         "mlp_ratio": 1.5}  # fmt: skip
@@ -37,9 +38,7 @@ def _nhwc(x):
 
 
 def _keras(model, x):
-    import keras
-
-    return keras.ops.convert_to_numpy(model(_nhwc(x)))
+    return forward(model, _nhwc(x))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from keras_sovit.checkpoints import load_transformers  # noqa: E402
 from keras_sovit.models import SoViTBackbone  # noqa: E402
 from keras_sovit.models import SoViTClassifier  # noqa: E402
 from tests.checkpoints.reference import assert_relative_close  # noqa: E402
+from tests.checkpoints.reference import forward  # noqa: E402
 
 VISION = {
     "hidden_size": 32,
@@ -43,7 +44,7 @@ def _images(size, seed=1):
 
 
 def _keras(model, x):
-    return keras.ops.convert_to_numpy(model(x.permute(0, 2, 3, 1).numpy()))
+    return forward(model, x.permute(0, 2, 3, 1).numpy())
 
 
 @pytest.mark.parametrize(
