@@ -392,7 +392,7 @@ def _format_table(rows, shots):
 
 
 def _exponent_lines(oracle):
-    fit = oracle.fit_result
+    fit = oracle.star_fit_
     if fit is None:
         return ["no star-sweep fit (exponents were given)"]
     lines = []
@@ -458,7 +458,7 @@ def main(argv=None):
 def _report(args, oracle, tuner, num_classes, seconds):
     project = tuner.project_dir
     rows = _final_rows(oracle, args, num_classes)
-    fit = oracle.fit_result
+    fit = oracle.star_fit_
     trials = list(oracle.trials.values())
     done = {}
     for trial in trials:
@@ -478,9 +478,9 @@ def _report(args, oracle, tuner, num_classes, seconds):
         else oracle.proposal.to_dict(),
         "control": None if oracle.control is None
         else oracle.control.to_dict(),
-        "base_shape": None if oracle.base_shape is None
-        else oracle.base_shape.to_dict(),
-        "base_compute": oracle.base_compute,
+        "base_shape": None if oracle.base_shape_ is None
+        else oracle.base_shape_.to_dict(),
+        "base_compute": oracle.base_compute_,
         "exponents": None if fit is None else dict(fit.exponents),
         "intervals": None if fit is None
         else {d: list(v) for d, v in fit.intervals.items()},
@@ -511,9 +511,9 @@ def _report(args, oracle, tuner, num_classes, seconds):
         print(line)
     print("  (tiny, short runs: the exponents are noisy; the paper finds "
           "0.22 / 0.45 / 0.6 for width / depth / MLP.)")
-    if oracle.base_shape is not None:
-        print(f"Grid-sweep optimum x0: {oracle.base_shape.to_dict()} at "
-              f"{oracle.base_compute:.3g} GFLOPs; proposal method: "
+    if oracle.base_shape_ is not None:
+        print(f"Grid-sweep optimum x0: {oracle.base_shape_.to_dict()} at "
+              f"{oracle.base_compute_:.3g} GFLOPs; proposal method: "
               f"{oracle.method}")
     print(f"Report: {path}")
     print(f"Oracle report: {report['oracle_report']}")

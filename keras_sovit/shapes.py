@@ -6,8 +6,13 @@ scaling-law code can use it without a framework.
 
 import dataclasses
 import math
-import numbers
 import re
+
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_non_negative_int
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import image_hw
 
 # Variant table of big_vision's `decode_variant` (name -> width, depth,
 # mlp_dim, num_heads), plus the paper's SoViT-150m, which big_vision lacks.
@@ -31,76 +36,10 @@ VARIANTS = {
 POOL_TYPES = ("map", "gap", "0", "tok", "none")
 POSEMB_TYPES = ("learn", "sincos2d")
 SHAPE_FIELDS = ("width", "depth", "mlp_dim", "num_heads", "patch_size")
+# The dimensions the paper scales (the others stay fixed in a search).
+SCALED_DIMS = ("width", "depth", "mlp_dim")
 
 _VARIANT_PATTERN = re.compile(r"^(?P<name>[A-Za-z0-9-]+)/(?P<patch>\d+)$")
-
-
-def check_positive_int(name, value):
-    """Returns `value` as a Python int, or raises a `ValueError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    if value <= 0:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def check_non_negative_int(name, value):
-    """Returns `value` as a Python int >= 0, or raises a `ValueError`."""
-    if isinstance(value, bool) or not isinstance(
-        value, numbers.Integral
-    ) or value < 0:
-        raise ValueError(
-            f"`{name}` must be a non-negative integer. "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def check_positive_number(name, value, allow_zero=False):
-    """Returns `value` as a finite float > 0 (>= 0 with `allow_zero`).
-
-    Raises a `ValueError` naming `name` for anything else, bools included.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(
-            f"`{name}` must be a {kind} finite number. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def check_choice(name, value, choices):
-    """Raises a `ValueError` naming `name` unless `value` is in `choices`."""
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {list(choices)}. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def image_hw(image_size, name="image_size"):
-    """Normalises an int or `(height, width)` image size to a tuple."""
-    if isinstance(image_size, (tuple, list)):
-        if len(image_size) != 2:
-            raise ValueError(
-                f"`{name}` must be an int or a (height, width) pair. "
-                f"Received: {name}={image_size!r}"
-            )
-        return tuple(check_positive_int(name, v) for v in image_size)
-    size = check_positive_int(name, image_size)
-    return size, size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,26 +169,16 @@ class ShapeSpec:
         """
         check_choice("pool_type", pool_type, POOL_TYPES)
         _check_posemb(posemb, self.width)
-        channels = check_positive_int("channels", channels)
-        num_classes = check_non_negative_int("num_classes", num_classes)
-        d, m, p = self.width, self.mlp_dim, self.patch_size
-        n_patches = self.num_patches(image_size, strict)
-        total = p * p * channels * d + d
-        if posemb == "learn":
-            total += n_patches * d
-        if pool_type == "tok":
-            total += d
-        total += self.depth * _block_params(d, m) + 2 * d
-        if pool_type == "map":
-            total += d + _block_params(d, m) - 2 * d
-        features = d
-        if rep_size:
-            rep_size = check_positive_int("rep_size", rep_size)
-            total += d * rep_size + rep_size
-            features = rep_size
-        if num_classes:
-            total += features * num_classes + num_classes
-        return total
+        if rep_size is not None:
+            check_positive_int("rep_size", rep_size)
+        return param_count(
+            self.width, self.depth, self.mlp_dim,
+            self.num_patches(image_size, strict), self.patch_size,
+            channels=check_positive_int("channels", channels),
+            pool_type=pool_type, posemb=posemb,
+            num_classes=check_non_negative_int("num_classes", num_classes),
+            rep_size=rep_size,
+        )
 
     def gflops(
         self,
@@ -267,21 +196,16 @@ class ShapeSpec:
         examples seen × `gflops(...)`. `strict` is as in `num_patches`.
         """
         check_choice("pool_type", pool_type, POOL_TYPES)
-        channels = check_positive_int("channels", channels)
-        num_classes = check_non_negative_int("num_classes", num_classes)
-        d, m, p = self.width, self.mlp_dim, self.patch_size
-        n_patches = self.num_patches(image_size, strict)
-        n = n_patches + (1 if pool_type == "tok" else 0)
-        macs = n_patches * p * p * channels * d
-        macs += self.depth * (4 * n * d * d + 2 * n * d * m + 2 * n * n * d)
-        if pool_type == "map":
-            macs += 2 * n * d * d + 2 * d * d + 2 * n * d + 2 * d * m
-        features = d
-        if rep_size:
-            features = check_positive_int("rep_size", rep_size)
-            macs += d * features
-        macs += features * num_classes
-        return 2.0 * macs / 1e9
+        if rep_size is not None:
+            check_positive_int("rep_size", rep_size)
+        return forward_gflops(
+            self.width, self.depth, self.mlp_dim,
+            self.num_patches(image_size, strict), self.patch_size,
+            channels=check_positive_int("channels", channels),
+            pool_type=pool_type,
+            num_classes=check_non_negative_int("num_classes", num_classes),
+            rep_size=rep_size,
+        )
 
     def __str__(self):
         return (
@@ -289,6 +213,56 @@ class ShapeSpec:
             f"mlp_dim={self.mlp_dim}, num_heads={self.num_heads}, "
             f"patch_size={self.patch_size})"
         )
+
+
+def forward_gflops(
+    width, depth, mlp_dim, num_patches, patch_size, channels=3,
+    pool_type="map", num_classes=0, rep_size=None,
+):
+    """Forward GFLOPs per image: the one copy of the FLOP count.
+
+    `ShapeSpec.gflops` calls it with Python ints; vectorised searches call
+    it with numpy float arrays of widths, depths and MLP sizes (any mix
+    broadcasts). What is counted is listed in the `ShapeSpec` docstring.
+    """
+    d, m = width, mlp_dim
+    n = num_patches + (1 if pool_type == "tok" else 0)
+    macs = num_patches * patch_size * patch_size * channels * d
+    macs = macs + depth * (4 * n * d * d + 2 * n * d * m + 2 * n * n * d)
+    if pool_type == "map":
+        macs = macs + 2 * n * d * d + 2 * d * d + 2 * n * d + 2 * d * m
+    features = d
+    if rep_size:
+        macs = macs + d * rep_size
+        features = rep_size
+    macs = macs + features * num_classes
+    return 2.0 * macs / 1e9
+
+
+def param_count(
+    width, depth, mlp_dim, num_patches, patch_size, channels=3,
+    pool_type="map", posemb="learn", num_classes=0, rep_size=None,
+):
+    """Exact weight count: the one copy behind `ShapeSpec.num_params`.
+
+    Vectorises like `forward_gflops`.
+    """
+    d = width
+    total = patch_size * patch_size * channels * d + d
+    if posemb == "learn":
+        total = total + num_patches * d
+    if pool_type == "tok":
+        total = total + d
+    total = total + depth * _block_params(d, mlp_dim) + 2 * d
+    if pool_type == "map":
+        total = total + d + _block_params(d, mlp_dim) - 2 * d
+    features = d
+    if rep_size:
+        total = total + d * rep_size + rep_size
+        features = rep_size
+    if num_classes:
+        total = total + features * num_classes + num_classes
+    return total
 
 
 def _block_params(width, mlp_dim):
@@ -308,18 +282,117 @@ def _check_posemb(posemb, width):
         )
 
 
-def check_shape_spec(name, value, allow_dict=False):
-    """Returns `value` as a `ShapeSpec`, or raises a `ValueError` naming it.
+def round_to_multiple(value, multiple):
+    """The nearest positive multiple of `multiple`; halves round up.
 
-    With `allow_dict=True` a dict of the five shape fields is accepted too.
+    The one rounding rule of the library: `Rounding`, the oracle's grids
+    and the default plans all snap with it.
     """
-    if allow_dict and isinstance(value, dict):
-        return ShapeSpec.from_dict(value)
-    if not isinstance(value, ShapeSpec):
-        what = "a ShapeSpec or a dict of its fields" if allow_dict else (
-            "a ShapeSpec"
+    return int(max(1, math.floor(value / multiple + 0.5)) * multiple)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rounding:
+    """Snaps scaled shapes to hardware-friendly sizes and picks heads.
+
+    The paper does not state how its scaled shapes were rounded (SPEC
+    §2.3); SoViT-400m has width 1152 = 16 × 72, MLP 4304 = 16 × 269 and 16
+    heads. `Rounding` rounds width and MLP to the nearest multiple, depth to
+    the nearest `depth_multiple`, and chooses the number of heads:
+
+    - `num_heads` given: the head count is fixed and width is snapped to a
+      multiple of lcm(`width_multiple`, `num_heads`).
+    - `head_dim` given: heads = max(1, round(width / head_dim)), then width
+      is snapped to a multiple of lcm(`width_multiple`, heads).
+    - neither: the head count of the shape being scaled is kept.
+
+    Args:
+        width_multiple: int. Width is a multiple of this. Defaults to `16`.
+        mlp_multiple: int. MLP size is a multiple of this. Defaults to `16`.
+        depth_multiple: int. Depth is a multiple of this. Defaults to `1`.
+        num_heads: int or None. Fixed head count. Defaults to `None`.
+        head_dim: int or None. Target head size. Defaults to `None`.
+
+    Example:
+
+    ```python
+    rounding = keras_sovit.scaling.Rounding(head_dim=64)
+    shape = rounding.snap(1000.0, 20.4, 3000.0, patch_size=14)
+    # ShapeSpec(width=1008, depth=20, mlp_dim=3008, num_heads=16, ...)
+    ```
+    """
+
+    width_multiple: int = 16
+    mlp_multiple: int = 16
+    depth_multiple: int = 1
+    num_heads: int = None
+    head_dim: int = None
+
+    def __post_init__(self):
+        for name in ("width_multiple", "mlp_multiple", "depth_multiple"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("num_heads", "head_dim"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if self.num_heads is not None and self.head_dim is not None:
+            raise ValueError(
+                "Pass at most one of `num_heads` and `head_dim`. Received: "
+                f"num_heads={self.num_heads}, head_dim={self.head_dim}"
+            )
+
+    def heads_for(self, width, default_heads=None):
+        """Head count for a (real-valued) width."""
+        if self.num_heads is not None:
+            return self.num_heads
+        if self.head_dim is not None:
+            return max(1, math.floor(width / self.head_dim + 0.5))
+        if default_heads is None:
+            raise ValueError(
+                "`Rounding` without `num_heads` or `head_dim` needs the head "
+                "count of a template shape. Received: default_heads=None"
+            )
+        return check_positive_int("default_heads", default_heads)
+
+    def snap(self, width, depth, mlp_dim, patch_size=16, default_heads=None):
+        """Rounds real-valued dimensions to a valid `ShapeSpec`."""
+        for name, value in (
+            ("width", width), ("depth", depth), ("mlp_dim", mlp_dim)
+        ):
+            check_positive_number(name, value)
+        heads = self.heads_for(width, default_heads)
+        return ShapeSpec(
+            width=round_to_multiple(width, self.width_step(width, heads)),
+            depth=round_to_multiple(depth, self.depth_multiple),
+            mlp_dim=round_to_multiple(mlp_dim, self.mlp_multiple),
+            num_heads=heads,
+            patch_size=patch_size,
         )
+
+    def width_step(self, width, default_heads=None):
+        """Granularity of width for a given width (for searches)."""
+        return math.lcm(
+            self.width_multiple, self.heads_for(width, default_heads)
+        )
+
+    def steps(self, width, default_heads=None):
+        """`{dim: step}` of the lattice the snapped shapes lie on."""
+        return {
+            "width": self.width_step(width, default_heads),
+            "depth": self.depth_multiple,
+            "mlp_dim": self.mlp_multiple,
+        }
+
+    def to_dict(self):
+        """Every field, JSON-safe (a search compares it on resume)."""
+        return dataclasses.asdict(self)
+
+
+def check_rounding(rounding):
+    """Returns `rounding`, or `Rounding()` for `None`; else a ValueError."""
+    if rounding is None:
+        return Rounding()
+    if not isinstance(rounding, Rounding):
         raise ValueError(
-            f"`{name}` must be {what}. Received: {name}={value!r}"
+            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
         )
-    return value
+    return rounding

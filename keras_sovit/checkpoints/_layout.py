@@ -15,11 +15,11 @@ import re
 import keras
 import numpy as np
 
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_non_negative_int
 from keras_sovit.checkpoints.resample import resample_position_embedding
 from keras_sovit.shapes import VARIANTS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_non_negative_int
 
 BLOCK = "Transformer/encoderblock_{}/"
 _BLOCK_PATTERN = re.compile(r"^Transformer/encoderblock_(\d+)/")

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import scipy.ndimage
 
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import image_hw
 
 
 def grid_of(tokens, grid=None, name="old_grid"):

@@ -1,10 +1,10 @@
 """Image ops for the input pipeline: InceptionCrop and central resize."""
 
-import numbers
 
 import tensorflow as tf
 
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import check_range_pair
+from keras_sovit._validation import image_hw
 
 # big_vision's `inception_crop` defaults: area_min=5, area_max=100 (percent);
 # aspect ratios (width / height) are TF's sample_distorted_bounding_box
@@ -12,24 +12,6 @@ from keras_sovit.shapes import image_hw
 INCEPTION_AREA_RANGE = (0.05, 1.0)
 INCEPTION_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 MAX_ATTEMPTS = 10
-
-
-def check_range(name, value, upper=None):
-    """Validates a `(low, high)` pair with `0 < low <= high (<= upper)`."""
-    ok = (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, numbers.Real) for v in value)
-        and 0 < value[0] <= value[1]
-        and (upper is None or value[1] <= upper)
-    )
-    if not ok:
-        bound = f" <= {upper}" if upper is not None else ""
-        raise ValueError(
-            f"`{name}` must be a pair (low, high) with 0 < low <= high"
-            f"{bound}. Received: {name}={value!r}"
-        )
-    return float(value[0]), float(value[1])
 
 
 def sample_crop_boxes(
@@ -147,8 +129,10 @@ def inception_crop(
     ```
     """
     size = image_hw(image_size)
-    area_range = check_range("area_range", area_range, upper=1.0)
-    aspect_ratio_range = check_range("aspect_ratio_range", aspect_ratio_range)
+    area_range = check_range_pair("area_range", area_range, upper=1.0)
+    aspect_ratio_range = check_range_pair(
+        "aspect_ratio_range", aspect_ratio_range
+    )
     images = tf.convert_to_tensor(images)
     single = images.shape.rank == 3
     if single:

@@ -6,14 +6,16 @@ import random
 import keras
 import tensorflow as tf
 
+from keras_sovit._validation import check_bool
+from keras_sovit._validation import check_number
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_range_pair
+from keras_sovit._validation import image_hw
 from keras_sovit.data.datasets import NUM_CLASSES_ATTR
 from keras_sovit.data.image_ops import INCEPTION_AREA_RANGE
 from keras_sovit.data.image_ops import INCEPTION_ASPECT_RATIO_RANGE
 from keras_sovit.data.image_ops import central_resize
-from keras_sovit.data.image_ops import check_range
 from keras_sovit.data.image_ops import inception_crop
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.shapes import image_hw
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -169,25 +171,6 @@ def _make_randaugment(randaugment, seed):
         factor=float(magnitude) / 10.0,
         seed=seed,
     )
-
-
-def _check_positive_float(name, value, upper=None):
-    if value is None:
-        return None
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or value <= 0 or (upper is not None and value > upper):
-        bound = f" and <= {upper}" if upper is not None else ""
-        raise ValueError(
-            f"`{name}` must be None or a number > 0{bound}. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def _check_bool(name, value, allow_none=True):
-    if (value is None and allow_none) or isinstance(value, bool):
-        return value
-    raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
 
 
 def _check_seed(seed):
@@ -348,25 +331,29 @@ def input_pipeline(
         )
     size = image_hw(image_size)
     batch_size = check_positive_int("batch_size", batch_size)
-    training = _check_bool("training", training, allow_none=False)
+    training = check_bool("training", training, allow_none=False)
     if num_classes is not None:
         num_classes = check_positive_int("num_classes", num_classes)
     seed = _check_seed(seed)
-    grayscale_to_rgb = _check_bool(
+    grayscale_to_rgb = check_bool(
         "grayscale_to_rgb", grayscale_to_rgb, allow_none=False
     )
-    mixup_alpha = _check_positive_float("mixup_alpha", mixup_alpha)
-    cutmix_factor = _check_positive_float(
-        "cutmix_factor", cutmix_factor, upper=1.0
+    mixup_alpha = check_number(
+        "mixup_alpha", mixup_alpha, low=0.0, low_open=True, allow_none=True
+    )
+    cutmix_factor = check_number(
+        "cutmix_factor", cutmix_factor, low=0.0, low_open=True, high=1.0,
+        allow_none=True,
     )
     augmentations = _check_augmentations(augmentations)
     shuffle_buffer = check_positive_int("shuffle_buffer", shuffle_buffer)
-    drop_remainder = _check_bool("drop_remainder", drop_remainder)
+    drop_remainder = check_bool("drop_remainder", drop_remainder,
+                                allow_none=True)
     repeat = _check_repeat(repeat)
-    random_crop = _check_bool("random_crop", random_crop, allow_none=False)
-    random_flip = _check_bool("random_flip", random_flip, allow_none=False)
-    crop_area_range = check_range("crop_area_range", crop_area_range, 1.0)
-    crop_aspect_ratio_range = check_range(
+    random_crop = check_bool("random_crop", random_crop, allow_none=False)
+    random_flip = check_bool("random_flip", random_flip, allow_none=False)
+    crop_area_range = check_range_pair("crop_area_range", crop_area_range, 1.0)
+    crop_aspect_ratio_range = check_range_pair(
         "crop_aspect_ratio_range", crop_aspect_ratio_range
     )
     randaugment = _make_randaugment(randaugment, seed)

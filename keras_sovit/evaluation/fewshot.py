@@ -13,6 +13,8 @@ import copy
 import keras
 import numpy as np
 
+from keras_sovit._validation import check_positive_number
+
 BIAS_CONSTANT = 100.0
 STD_EPSILON = 1e-5
 DEFAULT_L2_REGS = tuple(2.0**k for k in range(-6, 11))
@@ -50,13 +52,6 @@ def _check_label_range(name, labels, num_classes):
         raise ValueError(
             f"`{name}` has labels out of range [0, {num_classes}): "
             f"{sorted(set(bad.tolist()))[:5]}. Pass the right `num_classes`."
-        )
-
-
-def _check_l2(l2_reg):
-    if isinstance(l2_reg, bool) or not np.isscalar(l2_reg) or not l2_reg > 0:
-        raise ValueError(
-            f"`l2_reg` must be a positive number. Received: l2_reg={l2_reg!r}"
         )
 
 
@@ -137,7 +132,7 @@ def fewshot_error(
         )
     train_y = _as_labels("train_labels", train_labels, train_x.shape[0])
     test_y = _as_labels("test_labels", test_labels, test_x.shape[0])
-    _check_l2(l2_reg)
+    check_positive_number("l2_reg", l2_reg)
     if num_classes is None:
         num_classes = int(max(train_y.max(), 0)) + 1
     elif isinstance(num_classes, bool) or not isinstance(
@@ -348,7 +343,7 @@ class FewShotEvaluator(keras.callbacks.Callback):
         if not l2_regs:
             raise ValueError("`l2_regs` must not be empty. Received: ()")
         for value in l2_regs:
-            _check_l2(value)
+            check_positive_number("l2_regs", value)
         if isinstance(batch_size, bool) or not isinstance(
             batch_size, int
         ) or batch_size < 1:

@@ -1,11 +1,11 @@
 import keras
 from keras import ops
 
+from keras_sovit._validation import check_bool
+from keras_sovit._validation import check_positive_int
 from keras_sovit.layers._attention import MlpBlock
 from keras_sovit.layers._attention import MultiHeadDotProductAttention
-from keras_sovit.layers._checks import check_bool
 from keras_sovit.layers._checks import check_token_input
-from keras_sovit.shapes import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

@@ -3,8 +3,8 @@ import warnings
 import keras
 from keras import ops
 
-from keras_sovit.layers._checks import check_bool
-from keras_sovit.shapes import check_positive_int
+from keras_sovit._validation import check_bool
+from keras_sovit._validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

@@ -2,8 +2,6 @@ import math
 
 import keras
 
-from keras_sovit.shapes import check_positive_int
-
 
 @keras.saving.register_keras_serializable(package="keras_sovit")
 class PositionEmbedding(keras.layers.Layer):

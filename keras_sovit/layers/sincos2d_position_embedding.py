@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 
-from keras_sovit.shapes import image_hw
+from keras_sovit._validation import image_hw
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

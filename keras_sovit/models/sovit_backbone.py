@@ -1,18 +1,16 @@
 import keras
 from keras import ops
 
-from keras_sovit.layers._checks import check_bool
-from keras_sovit.layers._checks import check_rate
+from keras_sovit._validation import check_bool
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_rate
 from keras_sovit.layers._class_token import ClassToken
 from keras_sovit.layers.encoder_block import EncoderBlock
 from keras_sovit.layers.map_head import MAPHead
 from keras_sovit.layers.patch_embedding import PatchEmbedding
 from keras_sovit.layers.position_embedding import PositionEmbedding
-from keras_sovit.layers.sincos2d_position_embedding import (
-    SinCos2DPositionEmbedding,
-)
+from keras_sovit.layers.sincos2d_position_embedding import SinCos2DPositionEmbedding
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_positive_int
 
 
 class FunctionalModel(keras.Model):

@@ -2,12 +2,12 @@ import numbers
 
 import keras
 
+from keras_sovit._validation import check_positive_int
 from keras_sovit.models.sovit_backbone import FunctionalModel
 from keras_sovit.models.sovit_backbone import SoViTBackbone
 from keras_sovit.models.sovit_backbone import keep_dtype_policy
 from keras_sovit.models.sovit_backbone import with_dtype_policy
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

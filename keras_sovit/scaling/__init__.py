@@ -4,21 +4,12 @@ Pure numpy/scipy: importing this package never imports keras, tensorflow
 or keras_tuner.
 """
 
-from keras_sovit.scaling.law import ShapeLaw
-from keras_sovit.scaling.law import StarSweepFit
-from keras_sovit.scaling.law import fit_star_sweep
-from keras_sovit.scaling.results import SweepResults
-from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
-from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import DataLimitedLaw
-from keras_sovit.scaling.simulate import DecomposableLaw
-from keras_sovit.scaling.simulate import eq2_loss
-from keras_sovit.scaling.simulate import gflops_array
-from keras_sovit.scaling.simulate import simulate
-from keras_sovit.scaling.simulate import simulate_star
 from keras_sovit.scaling.joint import JointLaw
 from keras_sovit.scaling.joint import on_search_bound
 from keras_sovit.scaling.joint import optimal_shape
+from keras_sovit.scaling.law import ShapeLaw
+from keras_sovit.scaling.law import StarSweepFit
+from keras_sovit.scaling.law import fit_star_sweep
 from keras_sovit.scaling.plan import PAPER_EXPONENTS
 from keras_sovit.scaling.plan import PAPER_GRID_OPTIMUM
 from keras_sovit.scaling.plan import PAPER_GRID_SWEEP
@@ -32,3 +23,12 @@ from keras_sovit.scaling.plan import select_grid_optimum
 from keras_sovit.scaling.plan import star_sweep_plan
 from keras_sovit.scaling.plots import plot_scaling
 from keras_sovit.scaling.plots import plot_star_sweep
+from keras_sovit.scaling.results import SweepResults
+from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
+from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
+from keras_sovit.scaling.simulate import DataLimitedLaw
+from keras_sovit.scaling.simulate import DecomposableLaw
+from keras_sovit.scaling.simulate import eq2_loss
+from keras_sovit.scaling.simulate import gflops_array
+from keras_sovit.scaling.simulate import simulate
+from keras_sovit.scaling.simulate import simulate_star

@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from scipy import optimize
 
+from keras_sovit.scaling import formulas
+
 N_COEF = 6  # per group: alpha, a, beta, b, xi, eps (c is separate)
 COEF_FLOOR = 1e-9
 LOG_COEF_BOUNDS = (np.log(1e-12), np.log(1e8))
@@ -23,31 +25,6 @@ _SUBSETS = [
     for r in range(1, 5)
     for s in itertools.combinations(range(4), r)
 ]
-
-
-def check_positive_finite(name, values):
-    """Returns `values` as a float array; a ValueError unless all are > 0.
-
-    The fits work on relative errors and logarithms, so every value must
-    be a positive finite number.
-    """
-    try:
-        arr = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be an array of numbers. Received: "
-            f"{name}={values!r}"
-        )
-    if np.any(np.isnan(arr)):
-        raise ValueError(f"`{name}` contains NaN. Received: {name}={arr}")
-    bad = ~np.isfinite(arr) | (arr <= 0)
-    if np.any(bad):
-        raise ValueError(
-            f"`{name}` must be positive and finite. Received: "
-            f"{int(bad.sum())} bad values in {name}, the first "
-            f"{arr[bad][:3].tolist()}"
-        )
-    return arr
 
 
 def geomean(values, axis=None):
@@ -69,7 +46,7 @@ def exponent_grids(size):
 
 
 def _batched_nnls(G, r, n):
-    """Min ||A θ − 1||² over θ >= 0 given G = AᵀA, r = Aᵀ1, batched.
+    """Min ||A θ − b||² over θ >= 0 given G = AᵀA, r = Aᵀb, n = ||b||².
 
     Enumerates the 15 active sets of the 4 columns; any feasible subset
     solution is a valid candidate and the true NNLS solution is one of
@@ -100,27 +77,25 @@ def _batched_nnls(G, r, n):
     return np.maximum(best_cost, 0.0), best_theta
 
 
-def grid_costs(u, v, y, a_grid, b_grid, c_grid):
+def grid_costs(u, v, y, w, a_grid, b_grid, c_grid):
     """NNLS costs and coefficients on the (c, a, b) grid for one group.
 
-    Returns cost (Nc, Na, Nb) and theta (Nc, Na, Nb, 4) with columns
-    (α, β, ξ, ε) in normalised units.
+    The cost is Σ w (f / y − 1)², with `w` the points' weights. Returns
+    cost (Nc, Na, Nb) and theta (Nc, Na, Nb, 4) with columns (α, β, ξ, ε)
+    in normalised units.
     """
-    lu, lv = np.log(u), np.log(v)
-    inv_y = 1.0 / y
-    f_a = np.exp(-a_grid[:, None] * lu[None, :]) * inv_y  # (Na, n)
-    f_b = np.exp(b_grid[:, None] * lu[None, :])  # (Nb, n)
-    f_c = np.exp(-c_grid[:, None] * lv[None, :]) * inv_y  # (Nc, n)
-    n_c, n_a, n_b = len(c_grid), len(a_grid), len(b_grid)
+    terms = formulas.eq2_terms(
+        u, v, a_grid[None, :, None, None], b_grid[None, None, :, None],
+        c_grid[:, None, None, None],
+    )
     n = len(y)
-    A = np.empty((n_c, n_a, n_b, n, 4))
-    A[..., 0] = f_a[None, :, None, :]
-    A[..., 1] = f_b[None, None, :, :] * f_c[:, None, None, :]
-    A[..., 2] = f_c[:, None, None, :]
-    A[..., 3] = inv_y
+    shape = (len(c_grid), len(a_grid), len(b_grid), n)
+    A = np.stack([np.broadcast_to(term, shape) for term in terms], axis=-1)
+    root = np.sqrt(w)
+    A = A * (root / y)[:, None]
     G = np.einsum("...ni,...nj->...ij", A, A)
-    r = A.sum(axis=-2)
-    return _batched_nnls(G, r, n)
+    r = np.einsum("...ni,n->...i", A, root)
+    return _batched_nnls(G, r, float(w.sum()))
 
 
 def _pack(coefs, c_value):
@@ -138,14 +113,14 @@ def _unpack(p, n_groups, fixed_c):
 def predict(coefs, c_value, u, v):
     """Eq. (2) in normalised units for one group's coefficient row."""
     alpha, a, beta, b, xi, eps = coefs
-    return alpha * u ** (-a) + (beta * u**b + xi) * v ** (-c_value) + eps
+    return formulas.eq2(u, v, alpha, a, beta, b, xi, eps, c_value)
 
 
 def _residuals(p, groups, fixed_c):
     coefs, c_value = _unpack(p, len(groups), fixed_c)
     out = []
-    for k, (u, v, y) in enumerate(groups):
-        out.append(predict(coefs[k], c_value, u, v) / y - 1.0)
+    for k, (u, v, y, w) in enumerate(groups):
+        out.append((predict(coefs[k], c_value, u, v) / y - 1.0) * np.sqrt(w))
     return np.concatenate(out)
 
 
@@ -155,11 +130,12 @@ def _jacobian(p, groups, fixed_c):
     n_rows = sum(len(g[2]) for g in groups)
     jac = np.zeros((n_rows, len(p)))
     row = 0
-    for k, (u, v, y) in enumerate(groups):
+    for k, (u, v, y, w) in enumerate(groups):
         alpha, a, beta, b, xi, eps = coefs[k]
         lu, lv = np.log(u), np.log(v)
-        cap = alpha * u ** (-a) / y
-        vc = v ** (-c_value) / y
+        scale = np.sqrt(w) / y
+        cap = alpha * u ** (-a) * scale
+        vc = v ** (-c_value) * scale
         comp = beta * u**b * vc
         rows = slice(row, row + len(y))
         col = k * N_COEF
@@ -168,7 +144,7 @@ def _jacobian(p, groups, fixed_c):
         jac[rows, col + 2] = comp
         jac[rows, col + 3] = b * lu * comp
         jac[rows, col + 4] = xi * vc
-        jac[rows, col + 5] = eps / y
+        jac[rows, col + 5] = eps * scale
         if fixed_c is None:
             jac[rows, -1] = -c_value * lv * (comp + xi * vc)
         row += len(y)
@@ -193,8 +169,8 @@ def _starts(groups, grid_size, n_starts, fixed_c):
     a_grid, b_grid, c_grid = exponent_grids(grid_size)
     if fixed_c is not None:
         c_grid = np.array([float(fixed_c)])
-    per_group = [grid_costs(u, v, y, a_grid, b_grid, c_grid) for u, v, y in
-                 groups]
+    per_group = [grid_costs(u, v, y, w, a_grid, b_grid, c_grid)
+                 for u, v, y, w in groups]
     n_ab = len(a_grid) * len(b_grid)
     totals = np.zeros(len(c_grid))
     best_ab = []
@@ -241,7 +217,8 @@ def fit_groups(
     """Fits Eq. (2) to several groups sharing c (or with c fixed).
 
     Args:
-        groups: list of (u, v, y) normalised arrays, one per dimension.
+        groups: list of (u, v, y) or (u, v, y, w) normalised arrays, one
+            per dimension; `w` weights the points (default 1).
         fixed_c: float or None.
         loss: "linear" or "huber" (scipy name) on relative residuals.
         f_scale: Huber threshold on relative residuals; `None` with
@@ -257,6 +234,7 @@ def fit_groups(
     Returns:
         dict with "coefs" (K, 6), "c", "cost", "converged", "residuals".
     """
+    groups = [_with_weights(g) for g in groups]
     starts = _starts(groups, grid_size, n_starts, fixed_c)
     starts.extend(extra_starts)
     if rng is not None and starts:
@@ -298,6 +276,29 @@ def fit_groups(
         "p": best.x,
         "f_scale": None if f_scale is None else float(f_scale),
     }
+
+
+def _with_weights(group):
+    u, v, y = group[:3]
+    w = group[3] if len(group) > 3 else np.ones_like(y)
+    return u, v, y, np.asarray(w, dtype=float)
+
+
+def relative_weights(y, se):
+    """Weights 1 / (se / y)² of points, normalised to mean 1.
+
+    Points without a standard error get the median weight of the others
+    (all weights are 1 when none has one).
+    """
+    y = np.asarray(y, dtype=float)
+    se = np.array([np.nan if e is None else e for e in se], dtype=float)
+    known = np.isfinite(se) & (se > 0)
+    if not known.any():
+        return np.ones_like(y)
+    weights = np.full_like(y, np.nan)
+    weights[known] = (y[known] / se[known]) ** 2
+    weights[~known] = np.median(weights[known])
+    return weights / weights.mean()
 
 
 def huber_scale(residuals, n_params):

@@ -6,23 +6,28 @@ shape whose predicted loss is lowest at a target compute, with examples
 seen = compute / forward GFLOPs of each candidate shape.
 """
 
-import numbers
 import warnings
 
 import numpy as np
 from scipy import optimize
 
+from keras_sovit._validation import check_bounds
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_positive_finite_array
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
 from keras_sovit.scaling import _varpro
+from keras_sovit.scaling import formulas
 from keras_sovit.scaling.law import _Params
-from keras_sovit.scaling.plan import SCALED_DIMS
-from keras_sovit.scaling.plan import check_rounding
+from keras_sovit.scaling.optimum import best_shape
 from keras_sovit.scaling.plan import metric_rows
+from keras_sovit.scaling.results import largest_compute_runs
 from keras_sovit.shapes import POOL_TYPES
+from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import check_shape_spec
+from keras_sovit.shapes import check_rounding
+from keras_sovit.shapes import forward_gflops
 
 FORMS = ("decomposable", "data_limited")
 
@@ -51,40 +56,35 @@ def _features(form, exps, x, t, examples):
     `x` is (n, 3) width/depth/mlp_dim, `t` compute, `examples` t / GFLOPs,
     all already divided by their reference values.
     """
-    a = exps[:3]
-    cols = [x[:, k] ** -a[k] for k in range(3)]
     if form == "decomposable":
-        b, c = exps[3:6], exps[6]
-        tc = t ** -c
-        cols += [x[:, k] ** b[k] * tc for k in range(3)]
-        cols += [tc]
+        terms = formulas.eq3_terms(x.T, t, exps[:3], exps[3:6], exps[6])
     else:
-        cols += [examples ** -exps[3]]
-    cols.append(np.ones_like(t))
-    return np.stack(cols, axis=1)
+        terms = formulas.data_limited_terms(x.T, examples, exps[:3], exps[3])
+    return np.stack(terms, axis=1)
 
 
-def _solve_weights(phi, y):
-    """Non-negative weights minimising the relative error (projection)."""
-    design = phi / y[:, None]
+def _solve_weights(phi, y, w):
+    """Non-negative coefficients minimising Σ w (f / y − 1)² (projection)."""
+    root = np.sqrt(w)
+    design = phi * (root / y)[:, None]
     scale = np.linalg.norm(design, axis=0)
     scale[scale == 0] = 1.0
-    weights, _ = optimize.nnls(design / scale, np.ones_like(y))
+    weights, _ = optimize.nnls(design / scale, root)
     return weights / scale
 
 
-def _residuals(log_exps, form, x, t, examples, y):
+def _residuals(log_exps, form, x, t, examples, y, w):
     phi = _features(form, np.exp(log_exps), x, t, examples)
-    weights = _solve_weights(phi, y)
-    return phi @ weights / y - 1.0
+    weights = _solve_weights(phi, y, w)
+    return (phi @ weights / y - 1.0) * np.sqrt(w)
 
 
-def _fit_form(form, x, t, examples, y, n_starts, n_candidates, rng):
+def _fit_form(form, x, t, examples, y, w, n_starts, n_candidates, rng):
     """Variable projection: exponents by least squares, weights by NNLS."""
     lo, hi = _exponent_bounds(form)
     candidates = rng.uniform(lo, hi, size=(n_candidates, lo.size))
     scores = [
-        np.sum(_residuals(c, form, x, t, examples, y) ** 2)
+        np.sum(_residuals(c, form, x, t, examples, y, w) ** 2)
         for c in candidates
     ]
     best = None
@@ -93,14 +93,14 @@ def _fit_form(form, x, t, examples, y, n_starts, n_candidates, rng):
             _residuals,
             start,
             bounds=(lo, hi),
-            args=(form, x, t, examples, y),
+            args=(form, x, t, examples, y, w),
             x_scale=1.0,
             max_nfev=400,
         )
         if best is None or result.cost < best.cost:
             best = result
     exps = np.exp(best.x)
-    weights = _solve_weights(_features(form, exps, x, t, examples), y)
+    weights = _solve_weights(_features(form, exps, x, t, examples), y, w)
     return exps, weights, bool(best.status > 0)
 
 
@@ -134,18 +134,17 @@ def _to_params(form, exps, weights, ref):
 
 def _law_value(form, params, x, t, examples):
     """The law in original units; x is (n, 3), t and examples (n,)."""
-    total = params["eps"] + sum(
-        params["alpha"][d] * x[:, k] ** -params["a"][d]
-        for k, d in enumerate(SCALED_DIMS)
-    )
-    c = params["c"]
+    per_dim = {k: [params[k][d] for d in SCALED_DIMS]
+               for k in ("alpha", "a", "beta", "b") if k in params}
     if form == "decomposable":
-        amp = params["xi"] + sum(
-            params["beta"][d] * x[:, k] ** params["b"][d]
-            for k, d in enumerate(SCALED_DIMS)
+        return formulas.eq3(
+            x.T, t, per_dim["alpha"], per_dim["a"], per_dim["beta"],
+            per_dim["b"], params["xi"], params["eps"], params["c"],
         )
-        return total + amp * t**-c
-    return total + params["B"] * examples**-c
+    return formulas.data_limited(
+        x.T, examples, per_dim["alpha"], per_dim["a"], params["B"],
+        params["c"], params["eps"],
+    )
 
 
 class JointLaw(_Params):
@@ -160,13 +159,15 @@ class JointLaw(_Params):
       f(x, t) = Σ_k α_k x_k^(−a_k) + B (t / GFLOPs(x))^(−c) + ε,
       where t / GFLOPs(x) is the number of examples seen.
 
-    `fit` minimises the relative error (the paper's criterion) by variable
+    `fit` minimises the relative error (the paper's criterion), each point
+    weighted by its measured variance when rows carry `metric_se`, by variable
     projection: the exponents are searched with `scipy.optimize.
     least_squares` from the best of many random starts, and for each
     candidate the coefficients solve a non-negative least-squares problem.
-    With `form="auto"` both forms are fitted on all but the largest-compute
-    points and the one that extrapolates to them best (mean absolute
-    relative error) is refitted on all data.
+    With `form="auto"` both forms are fitted without each shape's
+    largest-compute run (`keras_sovit.scaling.results.largest_compute_runs`,
+    the library's one hold-out rule) and the one that extrapolates to those
+    runs best (mean absolute relative error) is refitted on all data.
 
     Args:
         form: str. `"auto"`, `"decomposable"` or `"data_limited"`.
@@ -175,9 +176,6 @@ class JointLaw(_Params):
             each shape. Defaults to `224`.
         pool_type: str. Pooling head counted in GFLOPs. Defaults to
             `"map"`.
-        holdout_fraction: float. Fraction of points, those with the
-            largest compute, held out to choose the form. Defaults to
-            `0.25`.
         n_starts: int. Local optimisations per fit. Defaults to `8`.
         n_candidates: int. Random exponent vectors scored to pick the
             starts. Defaults to `256`.
@@ -189,8 +187,9 @@ class JointLaw(_Params):
         form_: str. The form kept.
         params_: dict. Its parameters in original units (`alpha`, `a`,
             and `beta`, `b`, `xi` or `B`; `c`, `eps`).
-        holdout_error_: dict. Mean |relative error| on the held-out
-            largest-compute points, per form (empty for a fixed form).
+        holdout_error_: dict. Mean |relative error| on the held-out runs
+            (each shape's largest compute), per form (empty for a fixed
+            form).
         train_error_: float. Mean |relative error| of the final fit.
         converged_: bool. Whether the best local optimisation converged.
         template_: `ShapeSpec`. Carries the most common `num_heads` and
@@ -216,7 +215,7 @@ class JointLaw(_Params):
     """
 
     _PARAMS = (
-        "form", "image_size", "pool_type", "holdout_fraction", "n_starts",
+        "form", "image_size", "pool_type", "n_starts",
         "n_candidates", "random_state", "metric_name",
     )
 
@@ -225,7 +224,6 @@ class JointLaw(_Params):
         form="auto",
         image_size=224,
         pool_type="map",
-        holdout_fraction=0.25,
         n_starts=8,
         n_candidates=256,
         random_state=0,
@@ -234,7 +232,6 @@ class JointLaw(_Params):
         self.form = form
         self.image_size = image_size
         self.pool_type = pool_type
-        self.holdout_fraction = holdout_fraction
         self.n_starts = n_starts
         self.n_candidates = n_candidates
         self.random_state = random_state
@@ -243,27 +240,20 @@ class JointLaw(_Params):
     def _validate(self):
         check_choice("form", self.form, ("auto",) + FORMS)
         check_choice("pool_type", self.pool_type, POOL_TYPES)
-        frac = self.holdout_fraction
-        if isinstance(frac, bool) or not isinstance(
-            frac, numbers.Real
-        ) or not 0 < frac < 1:
-            raise ValueError(
-                "`holdout_fraction` must be in (0, 1). "
-                f"Received: holdout_fraction={frac!r}"
-            )
         for name in ("n_starts", "n_candidates"):
             check_positive_int(name, getattr(self, name))
 
     def _arrays(self, results):
         rows = metric_rows(results, self.metric_name)
         shapes = [ShapeSpec.from_dict(r) for r in rows]
-        t = _varpro.check_positive_finite(
+        t = check_positive_finite_array(
             "compute_gflops", [float(r["compute_gflops"]) for r in rows]
         )
-        y = _varpro.check_positive_finite(
+        y = check_positive_finite_array(
             "metric_value", [float(r["metric_value"]) for r in rows]
         )
-        return shapes, t, y
+        w = _varpro.relative_weights(y, [r.get("metric_se") for r in rows])
+        return shapes, t, y, w
 
     def _design(self, shapes):
         x = np.array(
@@ -275,7 +265,7 @@ class JointLaw(_Params):
     def _gflops(self, shape):
         return shape.gflops(self.image_size, pool_type=self.pool_type)
 
-    def _fit_one(self, form, x, t, examples, y, rng):
+    def _fit_one(self, form, x, t, examples, y, w, rng):
         ref = {
             "x": _varpro.geomean(x, axis=0),
             "t": _varpro.geomean(t),
@@ -287,16 +277,36 @@ class JointLaw(_Params):
             t / ref["t"],
             examples / ref["examples"],
             y,
+            w,
             self.n_starts,
             self.n_candidates,
             rng,
         )
         return _to_params(form, exps, weights, ref), converged
 
+    def _holdout_errors(self, forms, held, needed, x, t, examples, y, w,
+                        rng):
+        """Mean |relative error| on the `held` runs of each form."""
+        train = ~held
+        if train.sum() < needed + 2:
+            raise ValueError(
+                f"Too few points ({int(train.sum())}) remain after holding "
+                "out each shape's largest-compute run; pass a fixed `form`."
+            )
+        errors = {}
+        for form in forms:
+            params, _ = self._fit_one(
+                form, x[train], t[train], examples[train], y[train],
+                w[train], rng,
+            )
+            pred = _law_value(form, params, x[held], t[held], examples[held])
+            errors[form] = float(np.mean(np.abs(pred / y[held] - 1.0)))
+        return errors
+
     def fit(self, results):
         """Fits the law to `SweepResults` or an iterable of row dicts."""
         self._validate()
-        shapes, t, y = self._arrays(results)
+        shapes, t, y, w = self._arrays(results)
         forms = FORMS if self.form == "auto" else (self.form,)
         needed = max(_n_params(f) for f in forms)
         if len(y) < needed + 2:
@@ -308,30 +318,15 @@ class JointLaw(_Params):
         examples = t / gflops
         rng = np.random.default_rng(self.random_state)
         self.holdout_error_ = {}
+        form = forms[0]
         if len(forms) > 1:
-            cut = np.quantile(t, 1.0 - self.holdout_fraction)
-            test = t >= cut
-            train = ~test
-            if train.sum() < needed + 2 or test.sum() < 1:
-                raise ValueError(
-                    "Too few points to hold out the largest-compute "
-                    f"fraction {self.holdout_fraction}; pass a fixed `form`."
-                )
-            for form in forms:
-                params, _ = self._fit_one(
-                    form, x[train], t[train], examples[train], y[train], rng
-                )
-                pred = _law_value(
-                    form, params, x[test], t[test], examples[test]
-                )
-                self.holdout_error_[form] = float(
-                    np.mean(np.abs(pred / y[test] - 1.0))
-                )
+            held = largest_compute_runs(shapes, t)
+            self.holdout_error_ = self._holdout_errors(
+                forms, held, needed, x, t, examples, y, w, rng
+            )
             form = min(self.holdout_error_, key=self.holdout_error_.get)
-        else:
-            form = forms[0]
         self.params_, self.converged_ = self._fit_one(
-            form, x, t, examples, y, rng
+            form, x, t, examples, y, w, rng
         )
         self.form_ = form
         pred = _law_value(form, self.params_, x, t, examples)
@@ -370,16 +365,13 @@ class JointLaw(_Params):
         shape_list = [shapes] if single else list(shapes)
         for i, s in enumerate(shape_list):
             check_shape_spec(f"shapes[{i}]", s)
-        t = _varpro.check_positive_finite("compute_gflops", compute_gflops)
+        t = check_positive_finite_array("compute_gflops", compute_gflops)
         x, gflops = self._design(shape_list)
         t_b = np.broadcast_to(t, (len(shape_list),)) if t.ndim <= 1 else t
         values = _law_value(self.form_, self.params_, x, t_b, t_b / gflops)
         if single and t.ndim == 0:
             return float(values[0])
         return values
-
-    def _predict_arrays(self, x, gflops, t):
-        return _law_value(self.form_, self.params_, x, t, t / gflops)
 
     def to_dict(self):
         """JSON-safe state (constructor arguments and fitted values)."""
@@ -422,142 +414,11 @@ _DEFAULT_BOUNDS = {"width": (16, 16384), "depth": (1, 256),
 
 def _check_constraints(constraints):
     constraints = dict(constraints or {})
-    unknown = set(constraints) - set(SCALED_DIMS) - {"max_params"}
-    if unknown:
-        raise ValueError(
-            "`constraints` keys must be among "
-            f"{list(SCALED_DIMS) + ['max_params']}. Received: "
-            f"{sorted(unknown)}"
-        )
-    bounds = {}
-    for dim in SCALED_DIMS:
-        lo, hi = constraints.get(dim, _DEFAULT_BOUNDS[dim])
-        if not (0 < lo <= hi):
-            raise ValueError(
-                f"`constraints[{dim!r}]` must be (lo, hi) with "
-                f"0 < lo <= hi. Received: {(lo, hi)!r}"
-            )
-        bounds[dim] = (float(lo), float(hi))
-    max_params = constraints.get("max_params")
-    if max_params is not None and not max_params > 0:
-        raise ValueError(
-            "`constraints['max_params']` must be positive. "
-            f"Received: {max_params!r}"
-        )
+    max_params = constraints.pop("max_params", None)
+    bounds = check_bounds("constraints", constraints, _DEFAULT_BOUNDS)
+    if max_params is not None:
+        check_positive_number("constraints['max_params']", max_params)
     return bounds, max_params
-
-
-class _Search:
-    """Evaluates snapped candidate shapes with exact GFLOPs, cached."""
-
-    def __init__(self, law, t, image_size, rounding, template, bounds,
-                 max_params):
-        self.law, self.t = law, t
-        self.image_size, self.rounding = image_size, rounding
-        self.template, self.bounds = template, bounds
-        self.max_params = max_params
-        self.cache = {}
-
-    def snap(self, width, depth, mlp_dim):
-        shape = self.rounding.snap(
-            width, depth, mlp_dim, self.template.patch_size,
-            self.template.num_heads,
-        )
-        for dim in SCALED_DIMS:
-            lo, hi = self.bounds[dim]
-            if not lo <= getattr(shape, dim) <= hi:
-                return None
-        return shape
-
-    def loss(self, shape):
-        if shape is None:
-            return np.inf
-        if shape not in self.cache:
-            value = np.inf
-            if self.max_params is None or shape.num_params(
-                self.image_size, pool_type=self.law.pool_type
-            ) <= self.max_params:
-                gflops = shape.gflops(
-                    self.image_size, pool_type=self.law.pool_type
-                )
-                x = np.array([[shape.width, shape.depth, shape.mlp_dim]],
-                             float)
-                value = float(self.law._predict_arrays(
-                    x, np.array([gflops]), np.array([self.t])
-                )[0])
-            self.cache[shape] = value
-        return self.cache[shape]
-
-
-def _coarse(search, points):
-    """Vectorised scan of a log grid; returns the best few shapes."""
-    axes = [
-        np.unique(np.geomspace(*search.bounds[d], points))
-        for d in SCALED_DIMS
-    ]
-    depth_axis = np.unique(np.maximum(1, np.round(axes[1])))
-    pairs = {}
-    for w in axes[0]:
-        for m in axes[2]:
-            shape = search.snap(w, search.bounds["depth"][0], m)
-            if shape is not None:
-                shape = shape.replace(depth=1)
-                pairs[(shape.width, shape.mlp_dim)] = shape
-    law, size, pool = search.law, search.image_size, search.law.pool_type
-    rows = []
-    for (w, m), base in pairs.items():
-        g1 = base.gflops(size, pool_type=pool)
-        g2 = base.replace(depth=2).gflops(size, pool_type=pool)
-        p1 = base.num_params(size, pool_type=pool)
-        p2 = base.replace(depth=2).num_params(size, pool_type=pool)
-        for d in depth_axis:
-            rows.append((w, d, m, g1 + (d - 1) * (g2 - g1),
-                         p1 + (d - 1) * (p2 - p1)))
-    rows = np.array(rows, float)
-    lo, hi = search.bounds["depth"]
-    keep = (rows[:, 1] >= lo) & (rows[:, 1] <= hi)
-    if search.max_params is not None:
-        keep &= rows[:, 4] <= search.max_params
-    rows = rows[keep]
-    if not len(rows):
-        raise ValueError(
-            "No shape satisfies `constraints` and `rounding`; widen them."
-        )
-    values = law._predict_arrays(
-        rows[:, :3], rows[:, 3], np.full(len(rows), search.t)
-    )
-    order = np.argsort(values)[:5]
-    return [search.snap(*rows[i, :3]) for i in order]
-
-
-def _refine(search, shape):
-    """Integer coordinate descent with shrinking steps."""
-    best, best_loss = shape, search.loss(shape)
-    steps = [64, 16, 4, 2, 1]
-    for step in steps:
-        improved = True
-        while improved:
-            improved = False
-            for dim in SCALED_DIMS:
-                unit = {
-                    "width": search.rounding.width_step(
-                        best.width, search.template.num_heads
-                    ),
-                    "depth": search.rounding.depth_multiple,
-                    "mlp_dim": search.rounding.mlp_multiple,
-                }[dim]
-                for sign in (-1, 1):
-                    values = {d: getattr(best, d) for d in SCALED_DIMS}
-                    values[dim] = values[dim] + sign * step * unit
-                    if values[dim] <= 0:
-                        continue
-                    cand = search.snap(
-                        values["width"], values["depth"], values["mlp_dim"]
-                    )
-                    loss = search.loss(cand)
-                    if loss < best_loss - 1e-15:
-                        best, best_loss, improved = cand, loss, True
-    return best, best_loss
 
 
 def optimal_shape(
@@ -567,15 +428,14 @@ def optimal_shape(
     rounding=None,
     constraints=None,
     template=None,
-    grid_points=40,
 ):
     """The integer shape a `JointLaw` predicts best at a compute budget.
 
     Every candidate is trained on examples = `target_compute` / its exact
-    forward GFLOPs (`ShapeSpec.gflops`). The search scans a log-spaced grid
-    of (width, depth, mlp_dim), snapped by `rounding`, then refines the
-    best few candidates by integer coordinate descent. A warning is raised
-    when the answer lies on a bound of the search box.
+    forward GFLOPs (`keras_sovit.shapes.forward_gflops`). The search is the
+    library's one integer optimiser,
+    `keras_sovit.scaling.optimum.best_shape`, on the lattice of `rounding`.
+    A warning is raised when the answer lies on a bound of the search box.
 
     Args:
         joint_law: a fitted `JointLaw`.
@@ -589,8 +449,6 @@ def optimal_shape(
             `None` (wide default bounds).
         template: `ShapeSpec` or None. Supplies `num_heads` and
             `patch_size`. Defaults to `None` (the most common in the fit).
-        grid_points: int. Points per dimension of the coarse grid.
-            Defaults to `40`.
 
     Returns:
         The best `ShapeSpec`.
@@ -620,27 +478,30 @@ def optimal_shape(
     template = template or joint_law.template_
     check_shape_spec("template", template)
     bounds, max_params = _check_constraints(constraints)
-    search = _Search(
-        joint_law,
-        target_compute,
-        joint_law.image_size if image_size is None else image_size,
-        rounding,
-        template,
-        bounds,
-        max_params,
-    )
-    best, best_loss = None, np.inf
-    for seed in _coarse(search, grid_points):
-        shape, loss = _refine(search, seed)
-        if loss < best_loss:
-            best, best_loss = shape, loss
-    _warn_on_bounds(best, search, rounding, template)
+    image_size = joint_law.image_size if image_size is None else image_size
+    pool_type = joint_law.pool_type
+    num_patches = template.num_patches(image_size)
+
+    def loss(width, depth, mlp_dim):
+        gflops = forward_gflops(width, depth, mlp_dim, num_patches,
+                                template.patch_size, pool_type=pool_type)
+        examples = target_compute / gflops
+        x = np.stack(np.broadcast_arrays(width, depth, mlp_dim), axis=-1)
+        values = _law_value(
+            joint_law.form_, joint_law.params_, x.reshape(-1, 3),
+            np.full(x.shape[:-1], target_compute).ravel(), examples.ravel(),
+        )
+        return values.reshape(x.shape[:-1])
+
+    best, _ = best_shape(loss, template, rounding, bounds, max_params,
+                         num_patches)
+    _warn_on_bounds(best, bounds, rounding, template)
     return best
 
 
-def _warn_on_bounds(shape, search, rounding, template):
-    for dim in _dims_on_bounds(shape, search.bounds, rounding, template):
-        lo, hi = search.bounds[dim]
+def _warn_on_bounds(shape, bounds, rounding, template):
+    for dim in _dims_on_bounds(shape, bounds, rounding, template):
+        lo, hi = bounds[dim]
         warnings.warn(
             f"optimal_shape: {dim}={getattr(shape, dim)} lies on the search "
             f"bound {(int(lo), int(hi))}; widen `constraints[{dim!r}]`.",
@@ -677,11 +538,7 @@ def on_search_bound(shape, constraints=None, rounding=None):
 
 
 def _dims_on_bounds(shape, bounds, rounding, template):
-    units = {
-        "width": rounding.width_step(shape.width, template.num_heads),
-        "depth": rounding.depth_multiple,
-        "mlp_dim": rounding.mlp_multiple,
-    }
+    units = rounding.steps(shape.width, template.num_heads)
     dims = []
     for dim in SCALED_DIMS:
         lo, hi = bounds[dim]

@@ -9,24 +9,25 @@ import warnings
 
 import numpy as np
 
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_non_negative_int
+from keras_sovit._validation import check_positive_finite_array
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
 from keras_sovit.scaling import _varpro
-from keras_sovit.scaling.plan import SCALED_DIMS
+from keras_sovit.scaling.formulas import EQ2_PARAMS as PARAM_NAMES
 from keras_sovit.scaling.results import SweepResults
+from keras_sovit.scaling.results import largest_compute_runs
+from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_non_negative_int
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import check_shape_spec
 
-PARAM_NAMES = ("alpha", "a", "beta", "b", "xi", "eps", "c")
-DIMS = SCALED_DIMS
 LOSSES = ("relative", "huber")
 
 
 def _check_fit_arrays(x, t, y, min_points):
     x, t, y = (
-        _varpro.check_positive_finite(name, value).ravel()
+        check_positive_finite_array(name, value).ravel()
         for name, value in (("x", x), ("t", t), ("y", y))
     )
     if not len(x) == len(t) == len(y):
@@ -323,6 +324,12 @@ class StarSweepFit:
         bootstrap_exponents: dict `{dim: list of float}`.
         holdout_errors: dict `{dim: list of relative errors}`.
         shared_c: bool.
+        bootstrap_c: list of float. Bootstrap values of c.
+        c_interval: `(low, high)` or `None`. 90% interval of c.
+
+    Bootstrap refits resample trials (all runs of a trial together), and
+    points are weighted by their measured variance when the rows carry
+    `metric_se`.
 
     Example:
 
@@ -348,6 +355,8 @@ class StarSweepFit:
         bootstrap_exponents=None,
         holdout_errors=None,
         shared_c=True,
+        bootstrap_c=None,
+        c_interval=None,
     ):
         self.laws = dict(laws)
         self.intervals = {
@@ -364,6 +373,10 @@ class StarSweepFit:
             k: [float(e) for e in v] for k, v in (holdout_errors or {}).items()
         }
         self.shared_c = bool(shared_c)
+        self.bootstrap_c = [float(c) for c in (bootstrap_c or ())]
+        self.c_interval = None if c_interval is None else (
+            float(c_interval[0]), float(c_interval[1])
+        )
 
     @property
     def dims(self):
@@ -413,6 +426,9 @@ class StarSweepFit:
             "center": self.center.to_dict() if self.center else None,
             "metric_name": self.metric_name,
             "shared_c": self.shared_c,
+            "bootstrap_c": list(self.bootstrap_c),
+            "c_interval": None if self.c_interval is None
+            else list(self.c_interval),
             "converged": {d: law.converged_ for d, law in self.laws.items()},
         }
 
@@ -439,6 +455,8 @@ class StarSweepFit:
             bootstrap_exponents=state.get("bootstrap_exponents"),
             holdout_errors=state.get("holdout_errors"),
             shared_c=state.get("shared_c", True),
+            bootstrap_c=state.get("bootstrap_c"),
+            c_interval=state.get("c_interval"),
         )
 
     def __repr__(self):
@@ -447,35 +465,36 @@ class StarSweepFit:
 
 
 def _star_rows(results, center, dim, metric_name):
-    """(x, t, y, is_center) arrays of the star sweep along `dim`."""
-    xs, ts, ys, centre = [], [], [], []
-    others = [d for d in DIMS if d != dim]
-    for row in results:
+    """Arrays of the star sweep along `dim`.
+
+    Returns x, t, y, is_center, the standard errors (NaN where unknown)
+    and the trial of each run (its row index when no `trial_id` is given).
+    """
+    rows = []
+    others = [d for d in SCALED_DIMS if d != dim]
+    for index, row in enumerate(results):
         if row["metric_name"] != metric_name:
             continue
         if row["patch_size"] != center.patch_size:
             continue
         if any(row[d] != getattr(center, d) for d in others):
             continue
-        xs.append(row[dim])
-        ts.append(row["compute_gflops"])
-        ys.append(row["metric_value"])
-        centre.append(row[dim] == getattr(center, dim))
+        se = row.get("metric_se")
+        rows.append((
+            row[dim], row["compute_gflops"], row["metric_value"],
+            row[dim] == getattr(center, dim),
+            np.nan if se is None else se,
+            str(row.get("trial_id", f"row {index}")),
+        ))
+    columns = list(zip(*rows)) or [()] * 6
     return (
-        np.array(xs, dtype=float),
-        np.array(ts, dtype=float),
-        np.array(ys, dtype=float),
-        np.array(centre, dtype=bool),
+        np.array(columns[0], dtype=float),
+        np.array(columns[1], dtype=float),
+        np.array(columns[2], dtype=float),
+        np.array(columns[3], dtype=bool),
+        np.array(columns[4], dtype=float),
+        np.array(columns[5], dtype=object),
     )
-
-
-def _largest_budget_mask(x, t):
-    """True for each model's (x value's) largest-compute run."""
-    mask = np.zeros(len(x), dtype=bool)
-    for value in np.unique(x):
-        idx = np.flatnonzero(x == value)
-        mask[idx[t[idx] == t[idx].max()]] = True
-    return mask
 
 
 def _resolve_metric(results, metric_name):
@@ -500,11 +519,10 @@ def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
         results = SweepResults.from_rows(results)
     center = check_shape_spec("center", center, allow_dict=True)
     dims = tuple(dims)
-    if not dims or any(d not in DIMS for d in dims) or len(set(dims)) != len(
-        dims
-    ):
+    unknown = any(d not in SCALED_DIMS for d in dims)
+    if not dims or unknown or len(set(dims)) != len(dims):
         raise ValueError(
-            f"`dims` must be distinct names from {list(DIMS)}. "
+            f"`dims` must be distinct names from {list(SCALED_DIMS)}. "
             f"Received: dims={dims!r}"
         )
     if holdout not in ("center", "largest", None):
@@ -519,7 +537,7 @@ def _check_sweep_args(results, center, dims, holdout, n_bootstrap):
 def fit_star_sweep(
     results,
     center,
-    dims=DIMS,
+    dims=SCALED_DIMS,
     shared_c=True,
     n_bootstrap=200,
     holdout="center",
@@ -578,40 +596,12 @@ def fit_star_sweep(
         results, center, dims, holdout, n_bootstrap
     )
     metric_name = _resolve_metric(results, metric_name)
-    data = {}
     min_points = 6 if (shared_c and len(dims) > 1) else 7
-    for dim in dims:
-        x, t, y, is_center = _star_rows(results, center, dim, metric_name)
-        for name, arr in (("compute_gflops", t), ("metric_value", y)):
-            if len(arr) and (np.any(np.isnan(arr)) or np.any(arr <= 0)):
-                raise ValueError(
-                    f"Star sweep along {dim!r} has non-positive or NaN "
-                    f"`{name}` values: {arr}"
-                )
-        if holdout == "center":
-            held = is_center
-        elif holdout == "largest":
-            held = _largest_budget_mask(x, t)
-        else:
-            held = np.zeros(len(x), dtype=bool)
-        fit_mask = ~held
-        if len(np.unique(x[fit_mask])) < 2:
-            raise ValueError(
-                f"Dimension {dim!r} was not swept around the centre: fewer "
-                "than 2 distinct values among the fitted runs. Received: "
-                f"{dim} values {sorted(set(x.tolist()))}"
-            )
-        if fit_mask.sum() < min_points:
-            raise ValueError(
-                f"Too few runs in the star sweep along {dim!r}: need at "
-                f"least {min_points}, got {int(fit_mask.sum())}"
-            )
-        if len(np.unique(t[fit_mask])) < 2:
-            raise ValueError(
-                f"Star sweep along {dim!r} needs at least 2 distinct compute "
-                f"values. Received: {sorted(set(t.tolist()))}"
-            )
-        data[dim] = (x, t, y, fit_mask)
+    data = {
+        dim: _star_data(results, center, dim, metric_name, holdout,
+                        min_points)
+        for dim in dims
+    }
     loss = "huber" if robust else "linear"
     t_all = np.concatenate([data[d][1][data[d][3]] for d in dims])
     t_ref = _varpro.geomean(t_all)
@@ -620,17 +610,12 @@ def fit_star_sweep(
     )
     holdout_errors, holdout_error = {}, {}
     if holdout is not None:
-        for dim in dims:
-            x, t, y, fit_mask = data[dim]
-            if (~fit_mask).any():
-                rel = laws[dim].predict(x[~fit_mask], t[~fit_mask])
-                rel = rel / y[~fit_mask] - 1.0
-                holdout_errors[dim] = rel.tolist()
-                holdout_error[dim] = float(np.mean(np.abs(rel)))
-            else:
-                holdout_errors[dim] = []
-                holdout_error[dim] = None
-    boot, intervals = _bootstrap(
+        holdout_errors = {d: _holdout_errors(laws[d], *data[d]) for d in dims}
+        holdout_error = {
+            d: float(np.mean(np.abs(e))) if e else None
+            for d, e in holdout_errors.items()
+        }
+    boot, intervals, boot_c, c_interval = _bootstrap(
         data, dims, shared_c, loss, huber_delta, t_ref, n_bootstrap,
         random_state, laws,
     )
@@ -643,24 +628,76 @@ def fit_star_sweep(
         bootstrap_exponents=boot,
         holdout_errors=holdout_errors,
         shared_c=shared_c,
+        bootstrap_c=boot_c,
+        c_interval=c_interval,
     )
     if not fit.converged:
         _varpro.warn_not_converged("fit_star_sweep")
     return fit
 
 
+def _star_data(results, center, dim, metric_name, holdout, min_points):
+    """(x, t, y, fit mask, weights, trials) along `dim`, validated.
+
+    Points are weighted by their measured variance (1 / relative SE²;
+    all 1 when no SE is known).
+    """
+    x, t, y, is_center, se, trials = _star_rows(
+        results, center, dim, metric_name
+    )
+    for name, arr in (("compute_gflops", t), ("metric_value", y)):
+        if len(arr) and (np.any(np.isnan(arr)) or np.any(arr <= 0)):
+            raise ValueError(
+                f"Star sweep along {dim!r} has non-positive or NaN "
+                f"`{name}` values: {arr}"
+            )
+    if holdout == "center":
+        held = is_center
+    elif holdout == "largest":
+        held = largest_compute_runs(x, t)
+    else:
+        held = np.zeros(len(x), dtype=bool)
+    fit_mask = ~held
+    if len(np.unique(x[fit_mask])) < 2:
+        raise ValueError(
+            f"Dimension {dim!r} was not swept around the centre: fewer "
+            "than 2 distinct values among the fitted runs. Received: "
+            f"{dim} values {sorted(set(x.tolist()))}"
+        )
+    if fit_mask.sum() < min_points:
+        raise ValueError(
+            f"Too few runs in the star sweep along {dim!r}: need at "
+            f"least {min_points}, got {int(fit_mask.sum())}"
+        )
+    if len(np.unique(t[fit_mask])) < 2:
+        raise ValueError(
+            f"Star sweep along {dim!r} needs at least 2 distinct compute "
+            f"values. Received: {sorted(set(t.tolist()))}"
+        )
+    weights = _varpro.relative_weights(y, se)
+    return x, t, y, fit_mask, weights, trials
+
+
+def _holdout_errors(law, x, t, y, fit_mask, *_):
+    """Relative errors of `law` on the held-out runs (a list)."""
+    held = ~fit_mask
+    if not held.any():
+        return []
+    return (law.predict(x[held], t[held]) / y[held] - 1.0).tolist()
+
+
 def _groups_for(data, dims, t_ref, index=None):
     groups, refs = [], []
     for dim in dims:
-        x, t, y, fit_mask = data[dim]
-        x, t, y = x[fit_mask], t[fit_mask], y[fit_mask]
+        x, t, y, fit_mask, w, _ = data[dim]
+        x, t, y, w = x[fit_mask], t[fit_mask], y[fit_mask], w[fit_mask]
         # References from the full data, so bootstrap replicates share
         # the normalisation (and warm starts) of the main fit.
         ref = (_varpro.geomean(x), t_ref, _varpro.geomean(y))
         if index is not None:
-            x, t, y = x[index[dim]], t[index[dim]], y[index[dim]]
+            x, t, y, w = (a[index[dim]] for a in (x, t, y, w))
         refs.append(ref)
-        groups.append((x / ref[0], t / ref[1], y / ref[2]))
+        groups.append((x / ref[0], t / ref[1], y / ref[2], w))
     return groups, refs
 
 
@@ -703,7 +740,7 @@ def _fit_dims(
         law = ShapeLaw(**law_kwargs)
         law._set_fitted(out["coefs"][j], out["c"], refs[k], out["converged"])
         law.huber_delta_ = out["f_scale"]
-        x, t, y, fit_mask = data[dim]
+        x, t, y, fit_mask = data[dim][:4]
         law._set_diagnostics(x[fit_mask], t[fit_mask], y[fit_mask], [])
         law.params_at_bounds_ = _bound_names(out, j, shared_c)
         laws[dim] = law
@@ -723,12 +760,25 @@ def _bound_names(out, group, shared_c):
     return names
 
 
+def _resample_trials(dim_data, rng):
+    """Positions of the fitted runs of trials drawn with replacement.
+
+    A trial's runs (its budgets and checkpoints) are correlated, so the
+    bootstrap resamples trials, not rows.
+    """
+    trials = dim_data[5][dim_data[3]]
+    names = np.unique(trials)
+    drawn = rng.choice(names, size=len(names), replace=True)
+    members = {n: np.flatnonzero(trials == n) for n in names}
+    return np.concatenate([members[n] for n in drawn])
+
+
 def _bootstrap(
     data, dims, shared_c, loss, delta, t_ref, n_bootstrap, random_state,
     laws,
 ):
     if not n_bootstrap:
-        return {}, {}
+        return {}, {}, [], None
     rng = np.random.default_rng(random_state)
     if loss == "huber" and delta is None:
         scales = [law.huber_delta_ for law in laws.values()]
@@ -738,11 +788,9 @@ def _bootstrap(
     c_values = np.array([laws[d].c_ for d in dims])
     warm = (coefs, c_values[0]) if shared_c else (coefs, c_values)
     samples = {d: [] for d in dims}
+    samples_c = []
     for _ in range(n_bootstrap):
-        index = {}
-        for dim in dims:
-            n = int(data[dim][3].sum())
-            index[dim] = rng.integers(0, n, size=n)
+        index = {dim: _resample_trials(data[dim], rng) for dim in dims}
         try:
             boot = _fit_dims(
                 data, dims, shared_c, loss, delta, 1, t_ref, index, 12,
@@ -752,8 +800,10 @@ def _bootstrap(
             continue
         for dim in dims:
             samples[dim].append(boot[dim].exponent)
+        samples_c.append(float(np.mean([boot[d].c_ for d in dims])))
     intervals = {}
-    for dim in dims:
+    samples["c"] = samples_c
+    for dim in (*dims, "c"):
         if len(samples[dim]) >= 10:
             lo, hi = np.percentile(samples[dim], [5, 95])
             intervals[dim] = (float(lo), float(hi))
@@ -764,6 +814,6 @@ def _bootstrap(
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return samples, intervals
+    return samples, intervals, samples.pop("c"), intervals.pop("c", None)
 
 

@@ -5,18 +5,20 @@ Everything here is plain data in, plain data out: plans are lists of
 come back as `SweepResults` rows.
 """
 
-import dataclasses
 import math
 import numbers
 
 import numpy as np
 
+from keras_sovit._validation import check_dim_dict
+from keras_sovit._validation import check_grids
+from keras_sovit._validation import check_number
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
+from keras_sovit.shapes import SCALED_DIMS
+from keras_sovit.shapes import Rounding  # noqa: F401 (public here too)
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import check_shape_spec
-
-SCALED_DIMS = ("width", "depth", "mlp_dim")
+from keras_sovit.shapes import check_rounding
 
 # App. B.2: the star centre x^(c) (patch 14, 16 heads in all sweeps).
 PAPER_STAR_CENTER = ShapeSpec(1968, 40, 6144, 16, 14)
@@ -43,28 +45,7 @@ PAPER_EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
 
 
 def _check_grids(grids, name="grids"):
-    if not isinstance(grids, dict) or not grids:
-        raise ValueError(
-            f"`{name}` must be a non-empty dict mapping dimension names to "
-            f"lists of values. Received: {name}={grids!r}"
-        )
-    checked = {}
-    for dim, values in grids.items():
-        if dim not in SCALED_DIMS:
-            raise ValueError(
-                f"`{name}` keys must be among {list(SCALED_DIMS)}. "
-                f"Received: {name} key {dim!r}"
-            )
-        values = list(values) if not isinstance(values, str) else []
-        if not values:
-            raise ValueError(
-                f"`{name}[{dim!r}]` must be a non-empty list of positive "
-                f"integers. Received: {grids[dim]!r}"
-            )
-        for v in values:
-            check_positive_int(f"{name}[{dim!r}]", v)
-        checked[dim] = sorted({int(v) for v in values})
-    return checked
+    return check_grids(name, grids, SCALED_DIMS)
 
 
 def _check_budgets(budgets):
@@ -404,126 +385,9 @@ def _check_interior(x0, shapes):
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class Rounding:
-    """Snaps scaled shapes to hardware-friendly sizes and picks heads.
-
-    The paper does not state how its scaled shapes were rounded (SPEC
-    §2.3); SoViT-400m has width 1152 = 16 × 72, MLP 4304 = 16 × 269 and 16
-    heads. `Rounding` rounds width and MLP to the nearest multiple, depth to
-    the nearest `depth_multiple`, and chooses the number of heads:
-
-    - `num_heads` given: the head count is fixed and width is snapped to a
-      multiple of lcm(`width_multiple`, `num_heads`).
-    - `head_dim` given: heads = max(1, round(width / head_dim)), then width
-      is snapped to a multiple of lcm(`width_multiple`, heads).
-    - neither: the head count of the shape being scaled is kept.
-
-    Args:
-        width_multiple: int. Width is a multiple of this. Defaults to `16`.
-        mlp_multiple: int. MLP size is a multiple of this. Defaults to `16`.
-        depth_multiple: int. Depth is a multiple of this. Defaults to `1`.
-        num_heads: int or None. Fixed head count. Defaults to `None`.
-        head_dim: int or None. Target head size. Defaults to `None`.
-
-    Example:
-
-    ```python
-    rounding = keras_sovit.scaling.Rounding(head_dim=64)
-    shape = rounding.snap(1000.0, 20.4, 3000.0, patch_size=14)
-    # ShapeSpec(width=1008, depth=20, mlp_dim=3008, num_heads=16, ...)
-    ```
-    """
-
-    width_multiple: int = 16
-    mlp_multiple: int = 16
-    depth_multiple: int = 1
-    num_heads: int = None
-    head_dim: int = None
-
-    def __post_init__(self):
-        for name in ("width_multiple", "mlp_multiple", "depth_multiple"):
-            check_positive_int(name, getattr(self, name))
-        for name in ("num_heads", "head_dim"):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
-        if self.num_heads is not None and self.head_dim is not None:
-            raise ValueError(
-                "Pass at most one of `num_heads` and `head_dim`. Received: "
-                f"num_heads={self.num_heads}, head_dim={self.head_dim}"
-            )
-
-    def heads_for(self, width, default_heads=None):
-        """Head count for a (real-valued) width."""
-        if self.num_heads is not None:
-            return self.num_heads
-        if self.head_dim is not None:
-            return max(1, math.floor(width / self.head_dim + 0.5))
-        if default_heads is None:
-            raise ValueError(
-                "`Rounding` without `num_heads` or `head_dim` needs the head "
-                "count of a template shape. Received: default_heads=None"
-            )
-        return check_positive_int("default_heads", default_heads)
-
-    def snap(self, width, depth, mlp_dim, patch_size=16, default_heads=None):
-        """Rounds real-valued dimensions to a valid `ShapeSpec`."""
-        for name, value in (
-            ("width", width), ("depth", depth), ("mlp_dim", mlp_dim)
-        ):
-            check_positive_number(name, value)
-        heads = self.heads_for(width, default_heads)
-        step = math.lcm(self.width_multiple, heads)
-        return ShapeSpec(
-            width=_round_to(width, step),
-            depth=_round_to(depth, self.depth_multiple),
-            mlp_dim=_round_to(mlp_dim, self.mlp_multiple),
-            num_heads=heads,
-            patch_size=patch_size,
-        )
-
-    def width_step(self, width, default_heads=None):
-        """Granularity of width for a given width (for searches)."""
-        return math.lcm(
-            self.width_multiple, self.heads_for(width, default_heads)
-        )
-
-
-def check_rounding(rounding):
-    """Returns `rounding`, or `Rounding()` for `None`; else a ValueError."""
-    if rounding is None:
-        return Rounding()
-    if not isinstance(rounding, Rounding):
-        raise ValueError(
-            f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
-        )
-    return rounding
-
-
-def _round_to(value, multiple):
-    """Nearest positive multiple of `multiple`."""
-    return int(max(1, math.floor(value / multiple + 0.5)) * multiple)
-
-
 def _check_exponents(exponents, weights):
-    if not isinstance(exponents, dict) or not exponents:
-        raise ValueError(
-            "`exponents` must be a non-empty dict {dim: s}. "
-            f"Received: exponents={exponents!r}"
-        )
-    for dim, s in exponents.items():
-        if dim not in SCALED_DIMS:
-            raise ValueError(
-                f"`exponents` keys must be among {list(SCALED_DIMS)}. "
-                f"Received: exponents key {dim!r}"
-            )
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not (
-            math.isfinite(s)
-        ):
-            raise ValueError(
-                f"`exponents[{dim!r}]` must be a finite number. "
-                f"Received: {s!r}"
-            )
+    exponents = check_dim_dict("exponents", exponents, check_number,
+                               SCALED_DIMS)
     if weights is None:
         return {dim: 1.0 / len(exponents) for dim in exponents}
     if not isinstance(weights, dict) or set(weights) != set(exponents):

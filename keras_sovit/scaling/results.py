@@ -4,29 +4,29 @@ import csv
 import glob
 import json
 import math
-import numbers
 import os
 
+import numpy as np
+
+from keras_sovit._validation import check_number
+from keras_sovit._validation import check_shape_spec
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_shape_spec
 
-NUMBER_FIELDS = ("compute_gflops", "examples_seen", "metric_value")
+NUMBER_FIELDS = ("compute_gflops", "examples_seen", "metric_value",
+                 "metric_se")
 CORE_FIELDS = SHAPE_FIELDS + NUMBER_FIELDS + ("metric_name",)
 DEFAULT_METRIC = "fewshot_10shot_error"
+COMPUTE_METRIC = "compute_gflops"
+EXAMPLES_METRIC = "examples_seen"
+CHECKPOINT_SEPARATOR = "@"
+COMPLETED = "COMPLETED"
+COOLED_METRIC = "cooled"
+STANDARD_ERROR_SUFFIX = "_se"
 
 
 def _check_number(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(
-            f"`{name}` must be a real number. Received: {name}={value!r}"
-        )
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite. Received: {name}={value}")
-    return value
+    return check_number(name, value, allow_none=allow_none)
 
 
 def _normalise_row(row):
@@ -48,6 +48,9 @@ def _normalise_row(row):
     )
     clean["metric_value"] = _check_number(
         "metric_value", row.get("metric_value")
+    )
+    clean["metric_se"] = check_number(
+        "metric_se", row.get("metric_se"), low=0.0, allow_none=True
     )
     name = row.get("metric_name", DEFAULT_METRIC)
     if not isinstance(name, str) or not name:
@@ -111,9 +114,13 @@ class SweepResults:
         metric_value,
         metric_name=DEFAULT_METRIC,
         examples_seen=None,
+        metric_se=None,
         **extra,
     ):
-        """Adds one measurement of `shape` at `compute_gflops`."""
+        """Adds one measurement of `shape` at `compute_gflops`.
+
+        `metric_se` is the value's standard error, when known.
+        """
         shape = check_shape_spec("shape", shape, allow_dict=True)
         row = shape.to_dict()
         row.update(
@@ -121,6 +128,7 @@ class SweepResults:
             examples_seen=examples_seen,
             metric_name=metric_name,
             metric_value=metric_value,
+            metric_se=metric_se,
         )
         row.update(extra)
         self._rows.append(_normalise_row(row))
@@ -221,13 +229,10 @@ class SweepResults:
     def from_kerastuner(cls, project_dir, metric_name):
         """Reads the `trial_*/trial.json` files of a KerasTuner project.
 
-        Trial hyperparameters must hold the shape fields; the compute of a
-        row comes from a `compute_gflops` metric recorded at the same step
-        (one row per step, so each step can be a compute checkpoint), else
-        from the trial's `compute_gflops` hyperparameter with the best value
-        of `metric_name` (one row per trial). `examples_seen` is read the
-        same way when present. Trials without the metric or the shape
-        hyperparameters, and FAILED or INVALID trials, are skipped.
+        Each trial is read by `trial_rows`, the same reader `ShapeOracle`
+        uses: completed trials only, the value reported at each compute
+        (never the best over steps), compute checkpoints included. Trials
+        without the metric or the shape hyperparameters are skipped.
         """
         pattern = os.path.join(str(project_dir), "trial_*", "trial.json")
         paths = sorted(glob.glob(pattern))
@@ -240,7 +245,7 @@ class SweepResults:
         for path in paths:
             with open(path) as f:
                 state = json.load(f)
-            for row in _trial_rows(state, metric_name):
+            for row in trial_rows(state, metric_name):
                 results._rows.append(_normalise_row(row))
         if not len(results):
             raise ValueError(
@@ -248,6 +253,110 @@ class SweepResults:
                 f"project_dir={project_dir!r}, metric_name={metric_name!r}"
             )
         return results
+
+
+def checkpoint_metric_name(name, index):
+    """Name under which a hypermodel reports `name` at checkpoint `index`.
+
+    A `keras_tuner.Tuner` passes only the dictionary returned by
+    `HyperModel.fit` to the oracle, so the values at earlier compute
+    checkpoints travel as extra metrics `"<name>@<index>"`; the reader pairs
+    `"<objective>@<i>"` with `"compute_gflops@<i>"`.
+    """
+    return f"{name}{CHECKPOINT_SEPARATOR}{int(index)}"
+
+
+def trial_rows(state, metric_name, image_size=None, pool_type="map"):
+    """Rows of one KerasTuner trial: the one trial → rows reader.
+
+    `ShapeOracle` and `SweepResults.from_kerastuner` both read trials with
+    it, so a project gives one table. Only a COMPLETED trial gives rows;
+    a trial without the shape hyperparameters gives none. Observations:
+
+    - the metric's history, each step paired with the `compute_gflops`
+      metric of the same step; a step without one counts only if it is the
+      last, at the trial's `compute_gflops` hyperparameter (its budget);
+    - checkpoint metrics `"<metric>@<i>"` paired with
+      `"compute_gflops@<i>"` (see `checkpoint_metric_name`).
+
+    At each compute the value kept is the last one reported there, never
+    the best over steps; non-finite values and computes are left out.
+    Each row says whether it is a finished run (`cooled="true"`): the
+    trial's last reported value (the end of its schedule), or a checkpoint
+    reported with
+    `"cooled@<i>"` = 1 (measured at the end of a cooldown branch). Other
+    values were taken mid-schedule (`cooled="false"`): the fits leave them
+    out. `"<metric>_se"` (at the same step or checkpoint) becomes
+    `metric_se`; the trial's `seed` hyperparameter, if any, `seed`.
+
+    Args:
+        state: dict. A trial's state: `keras_tuner` `Trial.get_state()`,
+            the content of its `trial.json`.
+        metric_name: str. The metric to read.
+        image_size: int, `(height, width)` or `None`. Given, examples seen
+            are compute / the shape's forward GFLOPs; else the
+            `examples_seen` metric of the same step, if any.
+        pool_type: str. Pooling counted in those GFLOPs.
+
+    Returns:
+        A list of row dicts (see `SweepResults`), by increasing compute.
+    """
+    values = state.get("hyperparameters", {}).get("values", {})
+    if state.get("status") != COMPLETED or any(
+        field not in values for field in SHAPE_FIELDS
+    ):
+        return []
+    metrics = state.get("metrics", {}).get("metrics", {})
+    observed = _history(metrics, metric_name, values.get(COMPUTE_METRIC))
+    for compute, point in _checkpoints(metrics, metric_name):
+        # At one compute, a finished (cooled) value wins over another.
+        if compute not in observed or (
+            point[COOLED_METRIC] == "true"
+            and observed[compute][COOLED_METRIC] == "false"
+        ):
+            observed[compute] = point
+    shape = ShapeSpec.from_dict(values)
+    base = dict(shape.to_dict(), metric_name=metric_name,
+                trial_id=str(state.get("trial_id")))
+    for key in ("phase", "seed"):
+        if isinstance(values.get(key), (str, int)):
+            base[key] = str(values[key])
+    rows = []
+    for compute in sorted(observed):
+        point = observed[compute]
+        if not (_finite(point["metric_value"]) and _finite(compute)
+                and compute > 0):
+            continue
+        if image_size is not None:
+            point["examples_seen"] = round(compute / shape.gflops(
+                image_size, pool_type=pool_type, strict=False))
+        if not _finite(point["metric_se"]):
+            point["metric_se"] = None
+        rows.append(dict(base, compute_gflops=compute, **point))
+    return rows
+
+
+def largest_compute_runs(shapes, compute):
+    """The library's one hold-out rule: each shape's largest-compute run.
+
+    Model selection (the "auto" choices of `JointLaw` and `ShapeOracle`,
+    `fit_star_sweep(holdout="largest")`) fits on everything else and
+    scores the extrapolation to these runs.
+
+    Args:
+        shapes: sequence of hashable shape keys (e.g. `ShapeSpec`), one per
+            run.
+        compute: sequence of the runs' computes.
+
+    Returns:
+        A boolean numpy array, True for the held-out runs.
+    """
+    compute = np.asarray(compute, dtype=float)
+    largest = {}
+    for shape, t in zip(shapes, compute):
+        largest[shape] = max(largest.get(shape, -np.inf), t)
+    return np.array([np.isclose(t, largest[s], rtol=1e-9, atol=0.0)
+                     for s, t in zip(shapes, compute)], dtype=bool)
 
 
 def _observations(metrics, name):
@@ -264,39 +373,51 @@ def _observations(metrics, name):
     return out
 
 
-def _trial_rows(state, metric_name):
-    if state.get("status") in ("FAILED", "INVALID"):
-        return []
-    values = state.get("hyperparameters", {}).get("values", {})
-    if any(field not in values for field in SHAPE_FIELDS):
-        return []
-    metrics = state.get("metrics", {}).get("metrics", {})
-    observed = _observations(metrics, metric_name)
-    if not observed:
-        return []
-    base = {field: values[field] for field in SHAPE_FIELDS}
-    base["metric_name"] = metric_name
-    base["trial_id"] = str(state.get("trial_id"))
-    if isinstance(values.get("phase"), str):
-        base["phase"] = values["phase"]
-    computes = _observations(metrics, "compute_gflops")
-    examples = _observations(metrics, "examples_seen")
-    rows = []
-    if computes:
-        for step in sorted(observed):
-            if step not in computes:
-                continue
-            row = dict(base, compute_gflops=computes[step])
-            row["metric_value"] = observed[step]
-            row["examples_seen"] = examples.get(step)
-            rows.append(row)
-        return rows
-    if "compute_gflops" not in values:
-        return []
-    direction = metrics[metric_name].get("direction", "min")
-    pick = min if direction == "min" else max
-    step = pick(observed, key=lambda s: observed[s])
-    row = dict(base, compute_gflops=values["compute_gflops"])
-    row["metric_value"] = observed[step]
-    row["examples_seen"] = examples.get(step, values.get("examples_seen"))
-    return [row]
+def _history(metrics, name, budget):
+    """{compute: point} from the metric's step history."""
+    observed = _observations(metrics, name)
+    computes = _observations(metrics, COMPUTE_METRIC)
+    examples = _observations(metrics, EXAMPLES_METRIC)
+    errors = _observations(metrics, name + STANDARD_ERROR_SUFFIX)
+    out = {}
+    last = max(observed) if observed else None
+    for step in sorted(observed):
+        compute = computes.get(step)
+        if compute is None and step == last and budget is not None:
+            compute = float(budget)
+        if compute is not None:
+            # The last step ends the trial's schedule: a finished run.
+            out[compute] = _point(observed[step], errors.get(step),
+                                  examples.get(step), step == last)
+    return out
+
+
+def _checkpoints(metrics, name):
+    """(compute, point) of each `"<name>@<i>"` checkpoint."""
+    index = 0
+    while checkpoint_metric_name(name, index) in metrics:
+        def last(metric):
+            return _last(metrics, checkpoint_metric_name(metric, index))
+
+        compute = last(COMPUTE_METRIC)
+        if compute is not None:
+            yield compute, _point(
+                last(name), last(name + STANDARD_ERROR_SUFFIX),
+                last(EXAMPLES_METRIC), last(COOLED_METRIC) == 1.0,
+            )
+        index += 1
+
+
+def _point(value, se, examples, cooled):
+    return {"metric_value": value, "metric_se": se,
+            "examples_seen": examples,
+            COOLED_METRIC: "true" if cooled else "false"}
+
+
+def _last(metrics, name):
+    observed = _observations(metrics, name)
+    return observed[max(observed)] if observed else None
+
+
+def _finite(value):
+    return value is not None and math.isfinite(value)

@@ -7,29 +7,31 @@ import numbers
 
 import numpy as np
 
+from keras_sovit._validation import check_bounds
+from keras_sovit._validation import check_dim_dict
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
+from keras_sovit._validation import image_hw
+from keras_sovit.scaling import formulas
+from keras_sovit.scaling.formulas import eq2_loss  # noqa: F401 (public)
+from keras_sovit.scaling.optimum import best_shape
 from keras_sovit.scaling.plan import PAPER_STAR_CENTER
 from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
-from keras_sovit.scaling.plan import SCALED_DIMS
 from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
-from keras_sovit.shapes import check_shape_spec
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.shapes import check_positive_number
-from keras_sovit.shapes import image_hw
+from keras_sovit.shapes import SCALED_DIMS
+from keras_sovit.shapes import Rounding
+from keras_sovit.shapes import forward_gflops
 
-DIMS = SCALED_DIMS
+# The box `true_optimum` searches unless told otherwise.
+_TRUTH_BOX = {"width": (1, 32768), "depth": (1, 512), "mlp_dim": (1, 131072)}
 
 
 def _check_dim_dict(name, value):
-    if not isinstance(value, dict) or set(value) != set(DIMS):
-        raise ValueError(
-            f"`{name}` must be a dict with keys {list(DIMS)}. "
-            f"Received: {name}={value!r}"
-        )
-    out = {}
-    for dim in DIMS:
-        out[dim] = check_positive_number(f"{name}[{dim!r}]", value[dim])
-    return out
+    return check_dim_dict(
+        name, value, check_positive_number, SCALED_DIMS, require_all=True
+    )
 
 
 def gflops_array(width, depth, mlp_dim, patch_size=16, image_size=224):
@@ -37,34 +39,31 @@ def gflops_array(width, depth, mlp_dim, patch_size=16, image_size=224):
 
     Args:
         width, depth, mlp_dim: arrays (broadcastable) of shape values.
-        patch_size: int. Defaults to `16`.
+        patch_size: int or array of ints. Defaults to `16`.
         image_size: int or (height, width). Defaults to `224`.
 
     Returns:
         Forward GFLOPs per image (MAP head, no classifier), 1 MAC = 2 FLOPs.
     """
     height, side = image_hw(image_size)
-    n = (height // patch_size) * (side // patch_size)
-    d = np.asarray(width, dtype=float)
-    m = np.asarray(mlp_dim, dtype=float)
-    depth = np.asarray(depth, dtype=float)
-    macs = n * patch_size * patch_size * 3 * d
-    macs = macs + depth * (4 * n * d * d + 2 * n * d * m + 2 * n * n * d)
-    macs = macs + 2 * n * d * d + 2 * d * d + 2 * n * d + 2 * d * m
-    return 2.0 * macs / 1e9
+    patch = np.asarray(patch_size)
+    num_patches = (height // patch) * (side // patch)
+    return forward_gflops(
+        np.asarray(width, dtype=float), np.asarray(depth, dtype=float),
+        np.asarray(mlp_dim, dtype=float), num_patches.astype(float),
+        patch.astype(float),
+    )
 
 
 class _Law:
-    """Shared machinery: scalar loss, vectorised loss and the true optimum."""
+    """Shared machinery: scalar loss, vectorised loss and the true optimum.
 
-    def _capacity(self, width, depth, mlp_dim):
-        """Σ_k α_k x_k^(−a_k), the capacity term both laws share."""
-        xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
-        capacity = 0.0
-        for dim in DIMS:
-            x = np.asarray(xs[dim], dtype=float)
-            capacity = capacity + self.alpha[dim] * x ** (-self.a[dim])
-        return capacity
+    A truth implements `loss_array(width, depth, mlp_dim, t, patch_size)`
+    (vectorised) and has an `image_size`.
+    """
+
+    def _dims(self, name):
+        return [getattr(self, name)[d] for d in SCALED_DIMS]
 
     def loss(self, shape, compute_gflops):
         """True metric of `shape` trained with `compute_gflops`."""
@@ -86,7 +85,8 @@ class _Law:
                 "`computes` must be positive, one per shape. "
                 f"Received: computes={computes!r}"
             )
-        cols = {f: np.array([getattr(s, f) for s in shapes]) for f in DIMS}
+        cols = {f: np.array([getattr(s, f) for s in shapes])
+                for f in SCALED_DIMS}
         patches = np.array([s.patch_size for s in shapes])
         return self.loss_array(
             cols["width"], cols["depth"], cols["mlp_dim"], computes, patches
@@ -102,11 +102,10 @@ class _Law:
     ):
         """The integer shape with the lowest true loss at a compute.
 
-        Searches a log grid over (width, depth, mlp_dim), zooms in three
-        times, then refines on the integer lattice (width a multiple of
-        `width_multiple`, which defaults to the template's `num_heads`;
-        mlp_dim a multiple of `mlp_multiple`). `num_heads` and `patch_size`
-        come from `template`.
+        The lattice has width a multiple of `width_multiple` (defaults to
+        the template's `num_heads`), depth any integer and mlp_dim a
+        multiple of `mlp_multiple`; `num_heads` and `patch_size` come from
+        `template`. The search is `keras_sovit.scaling.optimum.best_shape`.
 
         Args:
             target_compute: float. Compute budget in GFLOPs.
@@ -117,103 +116,26 @@ class _Law:
         """
         t = check_positive_number("target_compute", target_compute)
         template = check_shape_spec("template", template, allow_dict=True)
-        steps = {
-            "width": width_multiple or template.num_heads,
-            "depth": 1,
-            "mlp_dim": mlp_multiple,
-        }
-        for dim in DIMS:
-            check_positive_int(f"{dim}_multiple", steps[dim])
-            if dim == "width" and steps[dim] % template.num_heads:
-                raise ValueError(
-                    "`width_multiple` must be a multiple of num_heads="
-                    f"{template.num_heads}. Received: "
-                    f"width_multiple={steps[dim]}"
-                )
-        box = _check_bounds(bounds, steps)
-        lows = np.log([box[d][0] for d in DIMS])
-        highs = np.log([box[d][1] for d in DIMS])
-        best = None
-        for _ in range(4):
-            axes = [np.linspace(lo, hi, 24) for lo, hi in zip(lows, highs)]
-            grid = np.meshgrid(*axes, indexing="ij")
-            values = self.loss_array(
-                *[np.exp(g) for g in grid], t, template.patch_size
-            )
-            index = np.unravel_index(np.argmin(values), values.shape)
-            best = np.array([axes[i][index[i]] for i in range(3)])
-            spans = [(hi - lo) / 23 for lo, hi in zip(lows, highs)]
-            lows = np.maximum(best - 2 * np.array(spans), np.log(
-                [box[d][0] for d in DIMS]))
-            highs = np.minimum(best + 2 * np.array(spans), np.log(
-                [box[d][1] for d in DIMS]))
-        start = {d: float(np.exp(v)) for d, v in zip(DIMS, best)}
-        values = _integer_refine(self, start, steps, box, t, template)
-        return template.replace(**values)
-
-
-def _check_bounds(bounds, steps):
-    box = {
-        "width": (steps["width"], 32768),
-        "depth": (1, 512),
-        "mlp_dim": (steps["mlp_dim"], 131072),
-    }
-    if bounds is None:
-        return box
-    if not isinstance(bounds, dict) or not set(bounds) <= set(DIMS):
-        raise ValueError(
-            f"`bounds` must be a dict keyed by {list(DIMS)}. "
-            f"Received: bounds={bounds!r}"
+        width_multiple = check_positive_int(
+            "width_multiple", width_multiple or template.num_heads
         )
-    for dim, pair in bounds.items():
-        if (
-            not isinstance(pair, (tuple, list))
-            or len(pair) != 2
-            or not 0 < pair[0] < pair[1]
-        ):
+        if width_multiple % template.num_heads:
             raise ValueError(
-                "`bounds` values must be (low, high) with 0 < low < high. "
-                f"Received: bounds[{dim!r}]={pair!r}"
+                "`width_multiple` must be a multiple of num_heads="
+                f"{template.num_heads}. Received: "
+                f"width_multiple={width_multiple}"
             )
-        low = max(float(pair[0]), steps[dim])
-        if low > pair[1]:
-            raise ValueError(
-                f"`bounds[{dim!r}]` holds no multiple of {steps[dim]}. "
-                f"Received: {pair!r}"
-            )
-        box[dim] = (low, float(pair[1]))
-    return box
-
-
-def _integer_refine(law, start, steps, box, t, template):
-    """Local search on the integer lattice around a continuous optimum."""
-
-    def snap(dim, value):
-        step = steps[dim]
-        lo = int(np.ceil(box[dim][0] / step))
-        hi = int(np.floor(box[dim][1] / step))
-        return int(min(max(round(value / step), lo), hi)) * step
-
-    current = {d: snap(d, start[d]) for d in DIMS}
-    offsets = np.array(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"))
-    offsets = offsets.reshape(3, -1).T
-    for _ in range(50):
-        cand = {
-            d: np.array(
-                [snap(d, current[d] + o * steps[d]) for o in offsets[:, i]]
-            )
-            for i, d in enumerate(DIMS)
-        }
-        values = law.loss_array(
-            cand["width"], cand["depth"], cand["mlp_dim"], t,
-            template.patch_size,
+        rounding = Rounding(
+            width_multiple=width_multiple,
+            mlp_multiple=check_positive_int("mlp_multiple", mlp_multiple),
+            num_heads=template.num_heads,
         )
-        best = int(np.argmin(values))
-        new = {d: int(cand[d][best]) for d in DIMS}
-        if new == current:
-            break
-        current = new
-    return current
+        box = check_bounds("bounds", bounds, _TRUTH_BOX)
+        shape, _ = best_shape(
+            lambda w, d, m: self.loss_array(w, d, m, t, template.patch_size),
+            template, rounding, box,
+        )
+        return shape
 
 
 class DecomposableLaw(_Law):
@@ -263,14 +185,11 @@ class DecomposableLaw(_Law):
 
     def loss_array(self, width, depth, mlp_dim, t, patch_size=16):
         """Vectorised loss (patch size is ignored by this law)."""
-        xs = {"width": width, "depth": depth, "mlp_dim": mlp_dim}
-        amplitude = self.xi
-        for dim in DIMS:
-            x = np.asarray(xs[dim], dtype=float)
-            amplitude = amplitude + self.beta[dim] * x ** self.b[dim]
-        t = np.asarray(t, dtype=float)
-        capacity = self._capacity(width, depth, mlp_dim)
-        return capacity + amplitude * t ** (-self.c) + self.eps
+        return formulas.eq3(
+            (width, depth, mlp_dim), t, self._dims("alpha"),
+            self._dims("a"), self._dims("beta"), self._dims("b"), self.xi,
+            self.eps, self.c,
+        )
 
     def star_params(self, center):
         """Exact Eq. (2) parameters of each star sweep around `center`.
@@ -281,8 +200,8 @@ class DecomposableLaw(_Law):
         """
         center = check_shape_spec("center", center, allow_dict=True)
         out = {}
-        for dim in DIMS:
-            others = [d for d in DIMS if d != dim]
+        for dim in SCALED_DIMS:
+            others = [d for d in SCALED_DIMS if d != dim]
             xi = self.xi + sum(
                 self.beta[d] * getattr(center, d) ** self.b[d] for d in others
             )
@@ -304,7 +223,7 @@ class DecomposableLaw(_Law):
 
     def star_exponents(self, center=None):
         """`{dim: s_k}` with s_k = c / (a_k + b_k) (centre-independent)."""
-        return {d: self.c / (self.a[d] + self.b[d]) for d in DIMS}
+        return {d: self.c / (self.a[d] + self.b[d]) for d in SCALED_DIMS}
 
 
 class DataLimitedLaw(_Law):
@@ -349,19 +268,13 @@ class DataLimitedLaw(_Law):
 
     def loss_array(self, width, depth, mlp_dim, t, patch_size=16):
         """Vectorised loss; examples = t / gflops_array(...)."""
-        capacity = self._capacity(width, depth, mlp_dim)
-        patch = np.asarray(patch_size)
-        if patch.ndim == 0:
-            flops = gflops_array(
-                width, depth, mlp_dim, int(patch), self.image_size
-            )
-        else:
-            flops = np.array([
-                gflops_array(w, d, m, int(p), self.image_size)
-                for w, d, m, p in np.broadcast(width, depth, mlp_dim, patch)
-            ])
+        flops = gflops_array(width, depth, mlp_dim, patch_size,
+                             self.image_size)
         examples = np.asarray(t, dtype=float) / flops
-        return capacity + self.B * examples ** (-self.c) + self.eps
+        return formulas.data_limited(
+            (width, depth, mlp_dim), examples, self._dims("alpha"),
+            self._dims("a"), self.B, self.c, self.eps,
+        )
 
 
 def simulate(
@@ -435,11 +348,12 @@ def _paper_like_law(weight=0.04, xi=0.03, eps=0.08):
     x_ref = {"width": 1000.0, "depth": 14.0, "mlp_dim": 1830.0}
     a = {"width": 0.85, "depth": 0.6, "mlp_dim": 0.45}
     s = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
-    b = {d: c / s[d] - a[d] for d in DIMS}
+    b = {d: c / s[d] - a[d] for d in SCALED_DIMS}
     t_ref = 1e11
-    alpha = {d: weight * x_ref[d] ** a[d] for d in DIMS}
+    alpha = {d: weight * x_ref[d] ** a[d] for d in SCALED_DIMS}
     beta = {
-        d: weight * a[d] / b[d] * x_ref[d] ** (-b[d]) * t_ref**c for d in DIMS
+        d: weight * a[d] / b[d] * x_ref[d] ** (-b[d]) * t_ref**c
+        for d in SCALED_DIMS
     }
     return DecomposableLaw(
         alpha=alpha,
@@ -492,18 +406,6 @@ def _eq2_star_truth(scale=0.1, xi=0.3, eps=0.3, a_share=0.5):
 # the paper's grids and budgets are identifiable at 1% noise; errors range
 # from about 0.2 to 0.45. Used by the fit-accuracy tests and benchmark.
 EQ2_STAR_TRUTH = _eq2_star_truth()
-
-
-def eq2_loss(params, x, t):
-    """Eq. (2), α x^(−a) + (β x^b + ξ) t^(−c) + ε, vectorised."""
-    x = np.asarray(x, dtype=float)
-    t = np.asarray(t, dtype=float)
-    return (
-        params["alpha"] * x ** (-params["a"])
-        + (params["beta"] * x ** params["b"] + params["xi"])
-        * t ** (-params["c"])
-        + params["eps"]
-    )
 
 
 def simulate_star(

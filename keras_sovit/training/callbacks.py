@@ -4,34 +4,12 @@ import math
 
 import keras
 
+from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
+
 # Relative slack for the floor in `steps_for_budget`, so that a budget that
 # is an exact multiple of one step's compute is not lost to float rounding.
 _FLOOR_SLACK = 1e-9
-
-
-def _check_positive(name, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive finite number. Received: "
-            f"{name}={value!r}"
-        )
-
-
-def _check_batch_size(batch_size):
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            "`batch_size` must be a positive integer. Received: "
-            f"batch_size={batch_size!r}"
-        )
 
 
 def steps_for_budget(budget_gflops, gflops_per_example, batch_size):
@@ -57,9 +35,9 @@ def steps_for_budget(budget_gflops, gflops_per_example, batch_size):
     keras_sovit.training.steps_for_budget(1000.0, 0.5, 10)  # 200
     ```
     """
-    _check_positive("budget_gflops", budget_gflops)
-    _check_positive("gflops_per_example", gflops_per_example)
-    _check_batch_size(batch_size)
+    check_positive_number("budget_gflops", budget_gflops)
+    check_positive_number("gflops_per_example", gflops_per_example)
+    check_positive_int("batch_size", batch_size)
     ratio = budget_gflops / (gflops_per_example * batch_size)
     steps = math.floor(ratio * (1.0 + _FLOOR_SLACK))
     if steps < 1:
@@ -185,12 +163,12 @@ class ComputeBudget(keras.callbacks.Callback):
         examples_key="epoch_examples",
     ):
         super().__init__()
-        _check_positive("budget_gflops", budget_gflops)
-        _check_positive("gflops_per_example", gflops_per_example)
+        check_positive_number("budget_gflops", budget_gflops)
+        check_positive_number("gflops_per_example", gflops_per_example)
         if batch_size is not None:
             steps_for_budget(budget_gflops, gflops_per_example, batch_size)
         for value in checkpoints:
-            _check_positive("checkpoints", value)
+            check_positive_number("checkpoints", value)
             if value > budget_gflops:
                 raise ValueError(
                     f"`checkpoints` must lie within the budget "

@@ -18,6 +18,8 @@ import re
 import keras
 import numpy as np
 
+from keras_sovit._validation import check_number
+
 DEFAULT_WD_MULTS = ((r"kernel$", 1.0),)
 
 
@@ -34,26 +36,13 @@ def _check_wd_mults(wd_mults):
     return tuple(pairs)
 
 
-def _check_weight_decay(weight_decay):
-    if weight_decay is None:
-        return None
-    if (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, (int, float))
-        or weight_decay < 0
-    ):
-        raise ValueError(
-            "`weight_decay` must be a non-negative number or None. "
-            f"Received: weight_decay={weight_decay!r}"
-        )
-    return float(weight_decay)
-
-
 class _DecayMultipliers:
     """Mixin: decoupled weight decay scaled per variable by path patterns."""
 
     def _init_decay(self, weight_decay, wd_mults):
-        self.decoupled_weight_decay = _check_weight_decay(weight_decay)
+        self.decoupled_weight_decay = check_number(
+            "weight_decay", weight_decay, low=0.0, allow_none=True
+        )
         self.wd_mults = _check_wd_mults(wd_mults)
 
     def decay_multiplier(self, path):

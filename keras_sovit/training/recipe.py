@@ -21,7 +21,8 @@ overridden.
 
 import keras
 
-from keras_sovit.shapes import check_choice
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_number
 from keras_sovit.training.callbacks import ExamplesSeen
 from keras_sovit.training.optimizers import AdamWDecayMults
 from keras_sovit.training.optimizers import BigVisionAdafactor
@@ -93,20 +94,6 @@ class SigmoidCrossEntropy(keras.losses.Loss):
         return config
 
 
-def _check_number(name, value, low, high=None, low_open=False):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    if ok:
-        ok = value > low if low_open else value >= low
-        ok = ok and (high is None or value < high)
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        if high is not None:
-            bound += f" and < {high}"
-        raise ValueError(
-            f"`{name}` must be a number {bound}. Received: {name}={value!r}"
-        )
-
-
 def recipe(
     total_steps,
     base_lr=8e-4,
@@ -168,16 +155,17 @@ def recipe(
             "`total_steps` must be a positive integer. Received: "
             f"total_steps={total_steps!r}"
         )
-    _check_number("base_lr", base_lr, 0.0, low_open=True)
+    check_number("base_lr", base_lr, low=0.0, low_open=True)
     check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_number("weight_decay", weight_decay, 0.0)
-    _check_number("head_wd_mult", head_wd_mult, 0.0)
+    check_number("weight_decay", weight_decay, low=0.0)
+    check_number("head_wd_mult", head_wd_mult, low=0.0)
     if clipnorm is not None:
-        _check_number("clipnorm", clipnorm, 0.0, low_open=True)
+        check_number("clipnorm", clipnorm, low=0.0, low_open=True)
     check_choice("loss", loss, LOSSES)
-    _check_number("label_smoothing", label_smoothing, 0.0, 1.0)
+    check_number("label_smoothing", label_smoothing, low=0.0, high=1.0,
+                     high_open=True)
     if head_bias_init is not None:
-        _check_number("head_bias_init", head_bias_init, float("-inf"))
+        check_number("head_bias_init", head_bias_init)
     if warmup_steps is None:
         warmup_steps = min(10_000, total_steps // 10)
     if cooldown_steps is None:

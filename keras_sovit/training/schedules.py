@@ -2,13 +2,7 @@
 
 import keras
 
-
-def _check_non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"`{name}` must be a non-negative integer. Received: "
-            f"{name}={value!r}"
-        )
+from keras_sovit._validation import check_non_negative_int
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")
@@ -68,7 +62,7 @@ class RsqrtSchedule(keras.optimizers.schedules.LearningRateSchedule):
             ("cooldown_steps", cooldown_steps),
             ("total_steps", total_steps),
         ):
-            _check_non_negative_int(name, value)
+            check_non_negative_int(name, value)
         if timescale == 0:
             raise ValueError(
                 f"`timescale` must be positive. Received: timescale={timescale}"

@@ -6,15 +6,15 @@ import keras
 import keras_tuner
 import numpy as np
 
+from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_positive_int
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import check_choice
-from keras_sovit.shapes import check_positive_int
-from keras_sovit.tuner._common import COMPUTE_METRIC
-from keras_sovit.tuner._common import PHASE_HP
-from keras_sovit.tuner._common import PHASES
-from keras_sovit.tuner._common import checkpoint_metric_name
+from keras_sovit.tuner.protocol import COMPUTE_METRIC
+from keras_sovit.tuner.protocol import DEFAULT_PHASES
+from keras_sovit.tuner.protocol import PHASE_HP
+from keras_sovit.tuner.protocol import checkpoint_metric_name
 
 
 class SoViTHyperModel(keras_tuner.HyperModel):
@@ -175,7 +175,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             COMPUTE_METRIC, 1e-6, 1e30, sampling="log",
             default=max(1.0, one_step),
         )
-        hp.Choice(PHASE_HP, list(PHASES), default=PHASES[-1])
+        hp.Choice(PHASE_HP, list(DEFAULT_PHASES), default=DEFAULT_PHASES[-1])
 
     def shape(self, hp):
         """The trial's `ShapeSpec`."""

@@ -199,7 +199,6 @@ def test_fit_is_deterministic_and_refit_equal():
     [
         (dict(form="chinchilla"), "form"),
         (dict(pool_type="avg"), "pool_type"),
-        (dict(holdout_fraction=1.5), "holdout_fraction"),
         (dict(n_starts=0), "n_starts"),
     ],
 )

@@ -96,7 +96,7 @@ def _check_final_trials(oracle):
     assert [t.status for t in trials] == ["COMPLETED"] * 3
     shapes = [keras_sovit.ShapeSpec.from_dict(t.hyperparameters.values)
               for t in trials]
-    assert oracle.base_shape == GRID_SHAPE
+    assert oracle.base_shape_ == GRID_SHAPE
     assert shapes == [GRID_SHAPE, oracle.proposal, oracle.control]
     assert oracle.control.mlp_dim == 4 * oracle.control.width
     for trial, shape in zip(trials, shapes):

@@ -156,7 +156,7 @@ def test_search_end_to_end(tmp_path):
     rows = list(oracle.results("grid"))
     assert 2 < len(rows) <= 6
     for row in rows:
-        assert row["compute_gflops"] <= oracle.grid_budget
+        assert row["compute_gflops"] <= oracle.config.grid_budget
     proposal = oracle.proposal
     assert proposal.patch_size == 4 and proposal.num_heads == 2
     final = [keras_sovit.ShapeSpec.from_dict(t.hyperparameters.values)

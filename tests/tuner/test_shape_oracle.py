@@ -52,16 +52,24 @@ def make_oracle(**kwargs):
 
 
 def observe(law, trial, noise=0.01):
-    """The law's answer at the trial's compute and at half of it."""
+    """The law's answer at the trial's compute and, cooled, at half of it.
+
+    As a branched run reports it: the half-budget value is a checkpoint
+    measured at the end of its own cooldown (`cooled@0`), so it is a
+    finished run of that budget.
+    """
     values = trial.hyperparameters.values
     shape = keras_sovit.ShapeSpec.from_dict(values)
     compute = values["compute_gflops"]
     rng = np.random.default_rng(int(trial.trial_id))
-    out = []
-    for step, t in enumerate((compute / 2, compute)):
-        value = law.loss(shape, t) * (1 + noise * rng.standard_normal())
-        out.append((step, {METRIC: value, "compute_gflops": t}))
-    return out
+    half, full = (law.loss(shape, t) * (1 + noise * rng.standard_normal())
+                  for t in (compute / 2, compute))
+    return [(0, {
+        METRIC: full, "compute_gflops": compute,
+        checkpoint_metric_name(METRIC, 0): half,
+        checkpoint_metric_name("compute_gflops", 0): compute / 2,
+        checkpoint_metric_name("cooled", 0): 1.0,
+    })]
 
 
 def run(oracle, law, stop_after=None, fail=(), nan=(), leave_running=False):
@@ -176,8 +184,8 @@ def test_fit_recovers_the_star_exponents(finished):
     # PAPER_LIKE_LAW's star exponents are 0.22, 0.45, 0.6.
     expected = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
     for dim, value in expected.items():
-        assert abs(oracle.fit_result.exponents[dim] - value) < 0.15, dim
-    assert oracle.exponents == pytest.approx(oracle.fit_result.exponents)
+        assert abs(oracle.star_fit_.exponents[dim] - value) < 0.15, dim
+    assert oracle.exponents_ == pytest.approx(oracle.star_fit_.exponents)
 
 
 def test_control_is_a_standard_vit_of_equal_compute(finished):
@@ -194,7 +202,7 @@ def test_grid_base_shape_is_the_best_grid_point(finished):
     rows = [(t.metrics.get_history(METRIC)[-1].mean(),
              keras_sovit.ShapeSpec.from_dict(t.hyperparameters.values))
             for t in trials if t.hyperparameters.values["phase"] == "grid"]
-    assert oracle.base_shape == min(rows, key=lambda r: r[0])[1]
+    assert oracle.base_shape_ == min(rows, key=lambda r: r[0])[1]
 
 
 def test_report_files_are_written(finished):
@@ -264,8 +272,8 @@ def test_resume_mid_star_and_mid_grid_gives_the_same_proposal(
     oracle._set_project_dir(str(tmp_path), "p")
     oracle.reload()
     assert oracle.phase == "grid"
-    assert oracle.fit_result.exponents == pytest.approx(
-        reference.fit_result.exponents
+    assert oracle.star_fit_.exponents == pytest.approx(
+        reference.star_fit_.exponents
     )
     run(oracle, PAPER_LIKE_LAW)
 
@@ -386,7 +394,7 @@ def test_validation_trials_check_local_optimality(tmp_path):
     trials = run(oracle, PAPER_LIKE_LAW)
     validation = [t for t in trials
                   if t.hyperparameters.values["phase"] == "validation"]
-    center = keras_sovit.ShapeSpec.from_dict(oracle._proposals["validation"])
+    center = keras_sovit.ShapeSpec.from_dict(oracle.state.proposals_["validation"])
     shapes = [keras_sovit.ShapeSpec.from_dict(t.hyperparameters.values)
               for t in validation]
     assert shapes[0] == center
@@ -502,7 +510,7 @@ def test_shape_search_builds_its_oracle(tmp_path):
         **SEARCH,
     )
     assert isinstance(tuner.oracle, ShapeOracle)
-    assert tuner.oracle.target_compute == TARGET
+    assert tuner.oracle.config.target_compute == TARGET
     # The oracle's own declarations (on its grid) win over the hypermodel's.
     width = tuner.oracle.get_space().get_config()["space"][0]["config"]
     assert width["name"] == "width" and width["step"] == 16
@@ -529,7 +537,7 @@ def test_shape_search_refuses_a_hypermodel_with_other_images(tmp_path):
         project_name="q",
         **dict(SEARCH, image_size=112),
     )
-    assert tuner.oracle.image_size == (112, 112)
+    assert tuner.oracle.config.image_size == (112, 112)
 
 
 class Crash(BaseException):
@@ -559,14 +567,8 @@ class SimulatedHyperModel(keras_tuner.HyperModel):
         trial = type("T", (), {})()
         trial.hyperparameters = hp
         trial.trial_id = self.trial_id(hp)
-        (_, half), (_, full) = observe(PAPER_LIKE_LAW, trial)
-        return {
-            METRIC: full[METRIC],
-            "compute_gflops": full["compute_gflops"],
-            checkpoint_metric_name(METRIC, 0): half[METRIC],
-            checkpoint_metric_name("compute_gflops", 0):
-                half["compute_gflops"],
-        }
+        ((_, metrics),) = observe(PAPER_LIKE_LAW, trial)
+        return metrics
 
     def trial_id(self, hp):
         return self.ids[json.dumps(hp.values, sort_keys=True)]

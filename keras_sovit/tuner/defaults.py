@@ -2,11 +2,12 @@
 
 import math
 
+from keras_sovit._validation import image_hw
 from keras_sovit.scaling import plan as plan_lib
+from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
-from keras_sovit.shapes import image_hw
-from keras_sovit.tuner._common import DIMS
-from keras_sovit.tuner._common import snap
+from keras_sovit.shapes import check_rounding
+from keras_sovit.shapes import round_to_multiple
 
 # SoViT-400m/14 was trained for 9T GFLOPs on 256-token images (SPEC §3.1).
 _PAPER_TARGET_GFLOPS = 9e12
@@ -36,7 +37,7 @@ def default_plan(
     Args:
         target_compute: float. GFLOPs of the final run.
         image_size: int or `(height, width)`.
-        rounding: `keras_sovit.plan_lib.Rounding` or `None`.
+        rounding: `keras_sovit.scaling.Rounding` or `None`.
         star_center: `ShapeSpec` or `None`. Given, the grids are placed
             relative to it instead of the scaled paper centre.
 
@@ -44,40 +45,19 @@ def default_plan(
         dict with `star_center`, `star_grids`, `star_budgets`, `grid` and
         `grid_budget`.
     """
-    rounding = rounding or plan_lib.Rounding()
-    height, width = image_hw(image_size)
-    patch = _patch_for_side(min(height, width))
-    tokens = (height // patch) * (width // patch)
-    scale = (target_compute * _PAPER_TOKENS
-             / (tokens * _PAPER_TARGET_GFLOPS)) ** (1 / 6)
-    mlp_step = int(rounding.mlp_multiple or 1)
-    width_step = int(rounding.width_multiple or 1)
-    paper_center = plan_lib.PAPER_STAR_CENTER
-    center_width = max(
-        4 * width_step, snap(paper_center.width * scale, width_step)
-    )
-    heads = int(rounding.num_heads or (16 if center_width >= 1024 else 4))
-    width_step = width_step * heads // math.gcd(width_step, heads)
-    center = {
-        "width": max(
-            4 * width_step, snap(paper_center.width * scale, width_step)
-        ),
-        "depth": max(6, int(round(paper_center.depth * scale))),
-        "mlp_dim": max(
-            4 * mlp_step, snap(paper_center.mlp_dim * scale, mlp_step)
-        ),
-    }
-    if star_center is not None:
-        center = {d: getattr(star_center, d) for d in DIMS}
-        heads, patch = star_center.num_heads, star_center.patch_size
-        width_step = math.gcd(width_step * heads // math.gcd(
-            width_step, heads), center["width"])
-        mlp_step = math.gcd(mlp_step, center["mlp_dim"])
-    steps = {"width": width_step, "depth": 1, "mlp_dim": mlp_step}
-    star_grids = {}
-    grid = {}
-    for dim in DIMS:
-        ratio = center[dim] / getattr(paper_center, dim)
+    rounding = check_rounding(rounding)
+    if star_center is None:
+        star_center = _scaled_paper_center(target_compute, image_size,
+                                           rounding)
+    center = {d: getattr(star_center, d) for d in SCALED_DIMS}
+    heads = star_center.num_heads
+    width_step = math.gcd(math.lcm(rounding.width_multiple, heads),
+                          center["width"])
+    steps = {"width": width_step, "depth": 1,
+             "mlp_dim": math.gcd(rounding.mlp_multiple, center["mlp_dim"])}
+    star_grids, grid = {}, {}
+    for dim in SCALED_DIMS:
+        ratio = center[dim] / getattr(plan_lib.PAPER_STAR_CENTER, dim)
         star = _spread(
             [v * ratio for v in plan_lib.PAPER_STAR_GRIDS[dim]], steps[dim]
         )
@@ -86,14 +66,35 @@ def default_plan(
             [v * ratio for v in plan_lib.PAPER_GRID_SWEEP[dim]], steps[dim]
         )
     return {
-        "star_center": ShapeSpec(
-            center["width"], center["depth"], center["mlp_dim"], heads, patch
-        ),
+        "star_center": star_center,
         "star_grids": star_grids,
         "star_budgets": [target_compute * f for f in _STAR_BUDGET_FRACTIONS],
         "grid": grid,
         "grid_budget": target_compute * _GRID_BUDGET_FRACTION,
     }
+
+
+def _scaled_paper_center(target_compute, image_size, rounding):
+    """The paper's star centre scaled to the target (see `default_plan`)."""
+    height, width = image_hw(image_size)
+    patch = _patch_for_side(min(height, width))
+    tokens = (height // patch) * (width // patch)
+    scale = (target_compute * _PAPER_TOKENS
+             / (tokens * _PAPER_TARGET_GFLOPS)) ** (1 / 6)
+    paper = plan_lib.PAPER_STAR_CENTER
+
+    def snapped(value, step):
+        return max(4 * step, round_to_multiple(value * scale, step))
+
+    heads = rounding.num_heads or (
+        16 if snapped(paper.width, rounding.width_multiple) >= 1024 else 4
+    )
+    return ShapeSpec(
+        snapped(paper.width, math.lcm(rounding.width_multiple, heads)),
+        max(6, round_to_multiple(paper.depth * scale, 1)),
+        snapped(paper.mlp_dim, rounding.mlp_multiple),
+        heads, patch,
+    )
 
 
 def _patch_for_side(side):
@@ -105,7 +106,7 @@ def _spread(values, step):
     """Snaps values to multiples of `step`, strictly increasing."""
     out = []
     for value in values:
-        snapped = max(step, snap(value, step))
+        snapped = max(step, round_to_multiple(value, step))
         if out and snapped <= out[-1]:
             snapped = out[-1] + step
         out.append(int(snapped))

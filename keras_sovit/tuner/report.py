@@ -14,7 +14,8 @@ import tensorflow as tf
 from keras_tuner.engine.trial import TrialStatus
 
 from keras_sovit.shapes import SHAPE_FIELDS
-from keras_sovit.tuner._common import PHASE_HP
+from keras_sovit.tuner.protocol import PHASE_HP
+from keras_sovit.tuner.protocol import PhaseName
 
 logger = logging.getLogger("keras_sovit.tuner.shape_oracle")
 
@@ -29,7 +30,7 @@ def final_scores(trials):
     scores = {}
     for trial_id, trial in trials.items():
         values = trial.hyperparameters.values
-        if values.get(PHASE_HP) != "final":
+        if values.get(PHASE_HP) != PhaseName.FINAL:
             continue
         if trial.status == TrialStatus.COMPLETED:
             scores[str(trial_id)] = {
@@ -39,17 +40,19 @@ def final_scores(trials):
     return scores
 
 
-def write_project_files(directory, report, results, oracle):
+def write_project_files(directory, report, results, scaling=None):
     """Writes the report, the sweep results and (once fitted) the plots.
 
     Args:
         directory: str. The project directory, local or e.g. `gs://...`.
-        report: dict. `oracle.report()`.
+        report: dict. `ShapeOracle.report()`.
         results: `keras_sovit.SweepResults`. All observations.
-        oracle: `ShapeOracle`, for the fit and shapes the plots show.
+        scaling: dict or `None`. What the plots show: `star_fit` (a
+            `StarSweepFit`), `base_shape`, `base_compute`, `target_compute`,
+            `rounding` and `image_size`; `None` before the star fit.
     """
     with tempfile.TemporaryDirectory() as local:
-        _write_local_files(local, report, results, oracle)
+        _write_local_files(local, report, results, scaling)
         tf.io.gfile.makedirs(directory)
         for name in sorted(os.listdir(local)):
             _replace(os.path.join(local, name), os.path.join(directory, name))
@@ -63,30 +66,29 @@ def _replace(source, target):
     tf.io.gfile.copy(source, target)
 
 
-def _write_local_files(directory, report, results, oracle):
+def _write_local_files(directory, report, results, scaling):
     with open(os.path.join(directory, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
     if len(results):
         results.to_csv(os.path.join(directory, RESULTS_FILE))
-    if oracle.fit_result is not None:
-        _write_plots(directory, results, oracle)
+    if scaling is not None:
+        _write_plots(directory, results, **scaling)
 
 
-def _write_plots(directory, results, oracle):
+def _write_plots(directory, results, star_fit, base_shape, base_compute,
+                 target_compute, rounding, image_size):
     try:
         from keras_sovit.scaling import plots
     except ImportError as error:  # matplotlib or plots.py missing.
         logger.warning("ShapeOracle: no plots written (%s).", error)
         return
     plots.plot_star_sweep(
-        oracle.fit_result, results.filter(phase="star"),
-        os.path.join(directory, STAR_PLOT_FILE),
-        image_size=oracle.image_size,
+        star_fit, results.filter(phase=PhaseName.STAR.value),
+        os.path.join(directory, STAR_PLOT_FILE), image_size=image_size,
     )
-    if oracle.base_shape is not None:
+    if base_shape is not None:
         plots.plot_scaling(
-            oracle.fit_result, oracle.base_shape, oracle.base_compute,
-            [oracle.base_compute, oracle.target_compute],
-            os.path.join(directory, SCALING_PLOT_FILE),
-            rounding=oracle.rounding,
+            star_fit, base_shape, base_compute,
+            [base_compute, target_compute],
+            os.path.join(directory, SCALING_PLOT_FILE), rounding=rounding,
         )

@@ -1,0 +1,372 @@
+"""The phases of a shape search, one small class each.
+
+`ShapeOracle` walks the phases named in its configuration, in order. For
+the phase running now it asks `plan(context)` for the trials it wants
+(saved with the project), hands them out, and once all of them have
+finished calls `finish(context)`: `True` moves on to the next active
+phase, `False` asks for a new plan (the grid sweep extends its grid that
+way). A phase whose `active(context)` is `False` is skipped. The
+`context` (`SearchContext`) holds the frozen configuration, the mutable
+state and the observations; a phase never sees the oracle.
+
+Adding a phase is one class registered with `register_phase` plus its
+name in `ShapeOracle(phases=...)`, e.g. a phase that retrains the
+proposal at a quarter of the target:
+
+```python
+@keras_sovit.tuner.register_phase
+class Preview(keras_sovit.tuner.Phase):
+    name = "preview"
+
+    def plan(self, context):
+        shape = context.proposal("target")
+        return [context.trial(self.name, shape,
+                              context.config.target_compute / 4)]
+```
+"""
+
+import dataclasses
+import json
+import logging
+import math
+from typing import Callable
+
+from keras_sovit.scaling import law as law_lib
+from keras_sovit.scaling import plan as plan_lib
+from keras_sovit.scaling.results import COMPUTE_METRIC
+from keras_sovit.shapes import SCALED_DIMS
+from keras_sovit.shapes import SHAPE_FIELDS
+from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import round_to_multiple
+from keras_sovit.tuner import proposals
+from keras_sovit.tuner.protocol import PhaseName
+from keras_sovit.tuner.protocol import trial_values
+from keras_sovit.tuner.registry import Registry
+from keras_sovit.tuner.state import plain
+
+logger = logging.getLogger("keras_sovit.tuner.shape_oracle")
+
+# Fewest successful star runs per dimension that the Eq. (2) fit accepts.
+_MIN_POINTS_PER_DIM = 7
+
+
+@dataclasses.dataclass
+class SearchContext:
+    """What a phase sees of a search.
+
+    Attributes:
+        config: `keras_sovit.tuner.SearchConfig`. Frozen settings.
+        state: `keras_sovit.tuner.SearchState`. Mutable; phases write
+            their results here.
+        observe: callable `(phases) -> SweepResults`: the finished runs
+            (values at the end of a schedule or of a cooldown branch) of
+            the completed trials of the given phase names; failed trials
+            and missing values are recorded in `state.excluded_trials_`.
+        seed: int. Seed for fits.
+    """
+
+    config: object
+    state: object
+    observe: Callable
+    seed: int
+
+    def results(self, *phases):
+        return self.observe(phases)
+
+    def trial(self, phase, shape, compute):
+        """The hyperparameter values of a trial of `phase`."""
+        return trial_values(phase, shape, compute)
+
+    def proposal(self, role):
+        """The proposed `ShapeSpec` of `role` ("target", "control", ...)."""
+        values = self.state.proposals_.get(role)
+        if values is None:
+            raise RuntimeError(
+                f"ShapeOracle: no '{role}' proposal yet; the phase "
+                f"'{self.state.phase}' must come after the proposal phase."
+            )
+        return ShapeSpec.from_dict(values)
+
+    @property
+    def template(self):
+        """Heads and patch size of proposals: x0 once known."""
+        base = self.state.base_shape_
+        return ShapeSpec.from_dict(base) if base else self.config.template
+
+    @property
+    def shape_grid(self):
+        """Rounding onto the oracle's declared hyperparameter grids."""
+        return proposals.ShapeGrid(
+            self.config.rounding, self.config.grid_steps, self.template,
+            self.config.image_size,
+        )
+
+
+class Phase:
+    """Base class of the phases; the defaults run no trials and finish."""
+
+    name = None
+
+    def active(self, context):
+        """Whether this search runs the phase."""
+        return True
+
+    def plan(self, context):
+        """The trials this phase wants: a list of hyperparameter values."""
+        return []
+
+    def finish(self, context):
+        """Called when the planned trials are done; `False` to re-plan."""
+        return True
+
+
+_PHASES = Registry(Phase, "phases", reserved=(PhaseName.DONE.value,))
+# `@register_phase` makes a Phase subclass usable by its `name`.
+register_phase = _PHASES.register
+phase_names = _PHASES.names
+get_phase = _PHASES.create
+
+
+@register_phase
+class StarSweep(Phase):
+    """Star sweep and the fit of Eq. (2) per dimension (`exponents_`)."""
+
+    name = PhaseName.STAR.value
+
+    def active(self, context):
+        return context.config.run_star
+
+    def plan(self, context):
+        return [context.trial(self.name, shape, compute)
+                for shape, compute in context.config.star_plan()]
+
+    def finish(self, context):
+        config, state = context.config, context.state
+        results = context.results(self.name)
+        _check_enough_star_points(results, config, state.excluded_trials_)
+        fit = law_lib.fit_star_sweep(
+            results, config.star_center, dims=config.dims,
+            n_bootstrap=config.n_bootstrap, random_state=context.seed,
+            metric_name=config.objective,
+        )
+        state.star_fit_ = plain(fit.to_dict())
+        state.exponents_ = {d: float(s) for d, s in fit.exponents.items()}
+        return True
+
+
+@register_phase
+class GridSweep(Phase):
+    """Grid sweep: x0 and t0, extending the grid while x0 is on its edge."""
+
+    name = PhaseName.GRID.value
+
+    def active(self, context):
+        return context.config.run_grid
+
+    def plan(self, context):
+        state = context.state
+        if state.grid_ is None:
+            state.grid_ = {k: list(v) for k, v in context.config.grid.items()}
+        return [context.trial(self.name, shape, compute)
+                for shape, compute in context.config.grid_plan(state.grid_)]
+
+    def finish(self, context):
+        config, state = context.config, context.state
+        results = context.results(self.name)
+        if not len(results):
+            raise RuntimeError(
+                "ShapeOracle: no successful grid-sweep trial remains. "
+                f"Excluded trials: {state.excluded_trials_}"
+            )
+        try:
+            shape, compute = plan_lib.select_grid_optimum(results)
+        except plan_lib.GridBoundaryError as error:
+            if state.grid_extensions_ >= config.max_grid_extensions:
+                raise RuntimeError(
+                    "ShapeOracle: the grid sweep's optimum lies on the "
+                    f"boundary after {state.grid_extensions_} extensions; "
+                    "widen `grid` or raise `max_grid_extensions`. "
+                    f"({error})"
+                ) from error
+            self._extend(context, error.dim, error.direction)
+            return False
+        state.base_shape_ = shape.to_dict()
+        state.base_compute_ = float(compute)
+        return True
+
+    def _extend(self, context, dim, direction):
+        """Adds two values (×1.2 apart) beyond the edge the optimum is on."""
+        grid = context.state.grid_
+        values = _extended(grid[dim], context.config.grid_steps[dim],
+                           direction)
+        if len(values) == len(grid[dim]):
+            raise RuntimeError(
+                f"ShapeOracle: the grid optimum wants {dim} below "
+                f"{values[0]}, the smallest value on the grid."
+            )
+        grid[dim] = values
+        context.state.grid_extensions_ += 1
+        logger.info("ShapeOracle: grid extended to %s.", grid)
+
+
+@register_phase
+class Proposal(Phase):
+    """Runs the proposal rule: target, control and validation shapes."""
+
+    name = PhaseName.PROPOSAL.value
+
+    def finish(self, context):
+        config, state = context.config, context.state
+        rule = proposals.get_proposal_rule(config.proposal_method)
+        observations = _observations(context)
+        grid = context.shape_grid
+        target, info = rule.propose(observations, config.target_compute,
+                                    grid)
+        state.proposal_info_ = plain(info)
+        state.proposals_ = {"target": target.to_dict()}
+        if "control" in config.final_trials:
+            state.proposals_["control"] = grid.control(target).to_dict()
+        if config.validation_compute is not None:
+            shape, _ = rule.propose(observations, config.validation_compute,
+                                    grid)
+            state.proposals_["validation"] = shape.to_dict()
+        return True
+
+
+@register_phase
+class Validation(Phase):
+    """The proposal's ×1.2 / ÷1.2 neighbours at an intermediate compute."""
+
+    name = PhaseName.VALIDATION.value
+
+    def active(self, context):
+        return context.config.validation_trials
+
+    def plan(self, context):
+        center = context.proposal("validation")
+        shapes = [center] + context.shape_grid.neighbours(
+            center, context.config.dims
+        )
+        return _unique([context.trial(self.name, s,
+                                      context.config.validation_compute)
+                        for s in shapes])
+
+    def finish(self, context):
+        compute = context.config.validation_compute
+        scores = {}
+        for row in context.results(self.name):
+            if math.isclose(float(row["compute_gflops"]), compute,
+                            rel_tol=1e-6):
+                key = _shape_json({f: row[f] for f in SHAPE_FIELDS})
+                scores[key] = float(row["metric_value"])
+        proposal = context.state.proposals_["validation"]
+        own = scores.get(_shape_json(proposal))
+        others = [v for k, v in scores.items() if k != _shape_json(proposal)]
+        locally_optimal = None
+        if own is not None and others:
+            locally_optimal = bool(own <= min(others))
+        context.state.validation_ = {
+            "compute_gflops": float(compute),
+            "proposal": proposal,
+            "proposal_value": own,
+            "neighbour_values": scores,
+            "locally_optimal": locally_optimal,
+        }
+        if locally_optimal is False:
+            logger.warning(
+                "ShapeOracle: the proposal is not locally optimal at %g "
+                "GFLOPs: %s", compute, context.state.validation_,
+            )
+        return True
+
+
+@register_phase
+class Final(Phase):
+    """The proposal (and the control) trained at the target compute."""
+
+    name = PhaseName.FINAL.value
+
+    def active(self, context):
+        return bool(context.config.final_trials)
+
+    def plan(self, context):
+        roles = {"proposal": "target", "control": "control"}
+        return _unique([
+            context.trial(self.name, context.proposal(roles[name]),
+                          context.config.target_compute)
+            for name in context.config.final_trials
+        ])
+
+
+def _observations(context):
+    config, state = context.config, context.state
+    base = state.base_shape_ or (
+        config.base_shape.to_dict() if config.base_shape else None
+    )
+    star_fit = None
+    if state.star_fit_ is not None:
+        star_fit = law_lib.StarSweepFit.from_dict(state.star_fit_)
+    return proposals.Observations(
+        star=context.results(PhaseName.STAR.value),
+        sweeps=context.results(PhaseName.STAR.value, PhaseName.GRID.value),
+        star_fit=star_fit,
+        exponents=state.exponents_ or config.exponents,
+        base_shape=ShapeSpec.from_dict(base) if base else None,
+        base_compute=state.base_compute_ or config.base_compute,
+        star_center=config.star_center,
+        dims=config.dims,
+        image_size=config.image_size,
+        metric_name=config.objective,
+        seed=context.seed,
+    )
+
+
+def _check_enough_star_points(results, config, excluded):
+    for dim in config.dims:
+        rows = [r for r in results
+                if _varied_dim(r, config.star_center) == dim]
+        xs = {r[dim] for r in rows}
+        ts = {round(float(r[COMPUTE_METRIC]), 6) for r in rows}
+        if len(rows) < _MIN_POINTS_PER_DIM or len(xs) < 3 or len(ts) < 2:
+            raise RuntimeError(
+                "ShapeOracle: too few successful star-sweep points to "
+                f"fit dimension '{dim}': {len(rows)} points at "
+                f"{len(xs)} values and {len(ts)} budgets remain (need "
+                f"{_MIN_POINTS_PER_DIM} points, 3 values, 2 budgets). "
+                f"Excluded trials: {excluded}"
+            )
+
+
+def _varied_dim(row, center):
+    """The one dimension in which a star row differs from the centre."""
+    varied = [d for d in SCALED_DIMS if row[d] != getattr(center, d)]
+    return varied[0] if len(varied) == 1 else None
+
+
+def _extended(values, step, direction):
+    """`values` with two more (×1.2 apart) above or below the edge."""
+    factor = proposals.NEIGHBOUR_FACTOR
+    values = sorted(values)
+    for _ in range(2):
+        if direction == "upward":
+            values.append(max(values[-1] + step,
+                              round_to_multiple(values[-1] * factor, step)))
+        else:
+            new = min(values[0] - step,
+                      round_to_multiple(values[0] / factor, step))
+            if new < step:
+                break
+            values.insert(0, new)
+    return values
+
+
+def _unique(entries):
+    out = []
+    for entry in entries:
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
+def _shape_json(shape_fields):
+    return json.dumps(shape_fields, sort_keys=True)
