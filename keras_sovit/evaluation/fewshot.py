@@ -6,6 +6,11 @@ few-shot train set's per-dimension mean and standard deviation (plus 1e-5),
 a constant feature of 100 is appended as an almost unregularised bias, the
 targets are one-hot labels rescaled to {-1, +1}, the weights are the ridge
 solution `(X^T X + l2 I)^-1 X^T Y`, and the prediction is the argmax.
+
+`FewShotEvaluator` averages the probe over several seeded shot draws,
+chooses the ridge strength by cross-validation on the shots alone (never on
+the test set) unless it is fixed, and reports a standard error that covers
+both the shot draws and the test-set sampling.
 """
 
 import copy
@@ -14,6 +19,15 @@ import keras
 import numpy as np
 
 from keras_sovit._validation import check_positive_number
+from keras_sovit.evaluation._common import as_labels as _as_labels
+from keras_sovit.evaluation._common import check_label_range
+from keras_sovit.evaluation._common import check_num_classes
+from keras_sovit.evaluation._common import collect_labels
+from keras_sovit.evaluation._common import crossed_mean_se
+from keras_sovit.evaluation._common import extract_features
+from keras_sovit.evaluation._common import iterate
+from keras_sovit.evaluation._common import load_arrays
+from keras_sovit.evaluation._common import stratified_subset
 
 BIAS_CONSTANT = 100.0
 STD_EPSILON = 1e-5
@@ -30,29 +44,6 @@ def _as_features(name, value):
     if not np.all(np.isfinite(value)):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return value
-
-
-def _as_labels(name, value, num_examples):
-    value = np.asarray(value)
-    if value.ndim != 1 or value.shape[0] != num_examples:
-        raise ValueError(
-            f"`{name}` must be a 1-D array of {num_examples} integer labels. "
-            f"Received shape: {value.shape}"
-        )
-    if not np.issubdtype(value.dtype, np.integer):
-        if not np.all(np.equal(np.mod(value, 1), 0)):
-            raise ValueError(f"`{name}` must hold integer class ids.")
-        value = value.astype(np.int64)
-    return value
-
-
-def _check_label_range(name, labels, num_classes):
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if bad.size:
-        raise ValueError(
-            f"`{name}` has labels out of range [0, {num_classes}): "
-            f"{sorted(set(bad.tolist()))[:5]}. Pass the right `num_classes`."
-        )
 
 
 class _RidgeProbe:
@@ -80,9 +71,52 @@ class _RidgeProbe:
         bias = np.full((x.shape[0], 1), BIAS_CONSTANT)
         return np.concatenate([x, bias], axis=1)
 
-    def predict(self, features, l2_reg):
+    def scores(self, features, l2_reg):
         weights = (self.left / (self.eigs + l2_reg)) @ self.right
-        return np.argmax(self._design(features) @ weights, axis=1)
+        return self._design(features) @ weights
+
+    def predict(self, features, l2_reg):
+        return np.argmax(self.scores(features, l2_reg), axis=1)
+
+
+def select_l2(features, labels, folds, l2_regs, num_classes):
+    """The ridge strength with the lowest cross-validated error.
+
+    `folds[i]` is the fold of example `i`; each fold is predicted by a probe
+    fitted on the others. Ties in error go to the lower cross-validated
+    squared error of the {-1, +1} targets, then to the larger strength.
+
+    Returns:
+        `(l2, cv_errors)`, the errors in the order of `l2_regs`.
+
+    Example:
+
+    ```python
+    x = np.random.default_rng(0).normal(size=(40, 8))
+    y = np.arange(40) % 4
+    x[np.arange(40), y] += 2.0
+    l2, errors = keras_sovit.evaluation.select_l2(
+        x, y, folds=np.arange(40) // 4 % 5, l2_regs=(0.1, 10.0),
+        num_classes=4,
+    )
+    ```
+    """
+    l2_regs = tuple(float(v) for v in l2_regs)
+    wrong = np.zeros(len(l2_regs))
+    squared = np.zeros(len(l2_regs))
+    targets = 2.0 * np.eye(num_classes)[labels] - 1.0
+    for fold in np.unique(folds):
+        held = folds == fold
+        probe = _RidgeProbe(features[~held], labels[~held], num_classes)
+        for k, l2 in enumerate(l2_regs):
+            out = probe.scores(features[held], l2)
+            wrong[k] += np.sum(np.argmax(out, 1) != labels[held])
+            squared[k] += np.sum((out - targets[held]) ** 2)
+    order = sorted(
+        range(len(l2_regs)),
+        key=lambda k: (wrong[k], squared[k], -l2_regs[k]),
+    )
+    return l2_regs[order[0]], wrong / len(labels)
 
 
 def fewshot_error(
@@ -142,107 +176,50 @@ def fewshot_error(
             "`num_classes` must be a positive integer. Received: "
             f"num_classes={num_classes!r}"
         )
-    _check_label_range("train_labels", train_y, num_classes)
-    _check_label_range("test_labels", test_y, num_classes)
+    check_label_range("train_labels", train_y, num_classes)
+    check_label_range("test_labels", test_y, num_classes)
     probe = _RidgeProbe(train_x, train_y, int(num_classes))
     return float(np.mean(probe.predict(test_x, float(l2_reg)) != test_y))
 
 
-def _to_int_labels(labels):
-    labels = np.asarray(labels)
-    if labels.ndim == 2:  # one-hot (or soft) labels
-        return np.argmax(labels, axis=1)
-    return labels.reshape(-1)
-
-
-def _iterate(data, batch_size, name):
-    """Yields (images, int labels) numpy batches from arrays or tf.data."""
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        images, labels = np.asarray(data[0]), np.asarray(data[1])
-        if len(images) != len(labels):
-            raise ValueError(
-                f"`{name}` images and labels differ in length: "
-                f"{len(images)} vs {len(labels)}"
-            )
-        for start in range(0, len(images), batch_size):
-            stop = start + batch_size
-            yield images[start:stop], _to_int_labels(labels[start:stop])
-        return
-    import tensorflow as tf
-
-    if not isinstance(data, tf.data.Dataset):
-        raise ValueError(
-            f"`{name}` must be a tf.data.Dataset of (image, label) or a tuple "
-            f"(images, labels) of arrays. Received: {type(data).__name__}"
-        )
-    if data.cardinality() == tf.data.INFINITE_CARDINALITY:
-        raise ValueError(
-            f"`{name}` is an infinite (repeated) dataset; pass a dataset "
-            "that makes one pass, e.g. input_pipeline(..., training=False)."
-        )
-    spec = data.element_spec
-    if isinstance(spec, dict):
-        data = data.map(lambda d: (d["image"], d["label"]))
-        spec = data.element_spec
-    if spec[0].shape.rank == 3:  # unbatched examples
-        data = data.batch(batch_size)
-    for images, labels in data.as_numpy_iterator():
-        yield images, _to_int_labels(labels)
-
-
-def _collect_labels(data, batch_size, name):
-    labels = [y for _, y in _iterate(data, batch_size, name)]
-    if not labels or sum(len(y) for y in labels) == 0:
-        raise ValueError(f"`{name}` is empty: it yielded no examples.")
-    labels = np.concatenate(labels)
-    return _as_labels(f"{name} labels", labels, len(labels))
-
-
-def _extract(model, images):
-    extractor = getattr(model, "backbone", None)
-    if extractor is None:
-        extractor = model
-    # `predict`, not `predict_on_batch`: under a tf.distribute strategy
-    # Keras 3.15 `predict_on_batch` feeds the whole batch to every replica
-    # and concatenates their outputs (2x the rows with 2 replicas).
-    features = extractor.predict(images, batch_size=len(images), verbose=0)
-    if isinstance(features, dict):
-        raise ValueError(
-            "The feature extractor returned a dict; FewShotEvaluator needs a "
-            "model (or `.backbone`) that returns one tensor."
-        )
-    features = np.asarray(keras.ops.convert_to_numpy(features), np.float64)
-    if features.ndim > 2:  # (B, T, D) tokens: mean over the token axes
-        features = features.mean(axis=tuple(range(1, features.ndim - 1)))
-    return features
-
-
 class FewShotEvaluator(keras.callbacks.Callback):
-    """Few-shot linear-probe error of a model's frozen features.
+    """Few-shot linear-probe error of a model's frozen features, with its SE.
 
     At the end of each epoch (and on demand through `evaluate`), extracts
     pooled features with `model.backbone` (or the model itself when it has
-    no `backbone`), in batches with `predict`; token features
-    `(B, T, D)` are averaged over `T`. It then samples `n` examples per class
-    from `train_ds` for every `n` in `shots`, fits the closed-form probe of
-    `keras_sovit.evaluation.fewshot_error` and logs the test error as
-    `fewshot_{n}shot_error` into the epoch logs, so Keras `History` and
-    KerasTuner can use it as an objective.
+    no `backbone`); token features `(B, T, D)` are averaged over `T`. For
+    every `n` in `shots` and each of `num_draws` shot draws it samples `n`
+    examples per class from `train_ds`, fits the closed-form probe of
+    `keras_sovit.evaluation.fewshot_error` and scores the test set. It
+    returns (and logs) the mean error over draws as
+    `fewshot_{n}shot_error` and its standard error as
+    `fewshot_{n}shot_error_se`.
 
-    Sampling: for each seed (`seed`, `seed + 1`, ...), every class's
-    examples are permuted with `numpy.random.default_rng(seed)` and the
-    first `n` are the `n` shots (so smaller shot sets are nested in larger
-    ones). The train dataset's order must be deterministic.
+    Sampling: draw `d` permutes every class's examples with
+    `numpy.random.default_rng(seed + d)` and takes the first `n` (so smaller
+    shot sets are nested in larger ones). The train dataset's order must be
+    deterministic.
 
-    L2 selection: the last `h = max(1, floor(n * holdout_fraction))` shots of
-    every class are held out, the probe is fitted on the other `n - h` per
-    class for every value in `l2_regs`, and the value with the lowest
-    held-out error wins (ties go to the larger value). The probe is then
-    refitted on all `n` shots with that value and scored on `test_ds`.
-    With `n == 1`, a single candidate or `holdout_fraction=0` there is no
-    selection and the largest candidate is used (big_vision's fixed
-    `2**10` for the default grid). With several seeds the errors are
-    averaged. The chosen values are kept in `selected_l2`.
+    Ridge strength: with `l2_reg=None` it is chosen per draw by
+    leave-one-shot-out cross-validation on the shots alone: fold `j` holds
+    out the `j`-th shot of every class and is predicted by a probe fitted on
+    the other `n - 1` (`n` folds; see `select_l2` for the tie rule). With
+    one shot per class there is nothing to hold out and the largest
+    candidate is used (big_vision's fixed `2**10` for the default grid). A
+    number fixes it. The values used are kept in `selected_l2`.
+
+    Test set: all of `test_ds`, or `test_per_class` examples of every class
+    (`stratified_subset(labels, test_per_class, seed)`), so that the class
+    mix does not vary with the draw of the test set.
+
+    Standard error: the errors of all draws on all test examples form a
+    `(draws, examples)` table; `crossed_mean_se` gives the standard error
+    of its mean under new draws and new test examples (it ignores the
+    variance reduction of a stratified test set, so it is slightly
+    conservative there). Measured on animal_mnist, one draw with the L2
+    chosen on 20 held-out shots had a draw-to-draw SD of 0.04-0.07 on top
+    of a test-set SD of 0.025-0.028 for 300 images (issue 10): use several
+    draws and a large test set.
 
     Args:
         train_ds: `tf.data.Dataset` of `(image, label)` (or `{"image",
@@ -252,15 +229,16 @@ class FewShotEvaluator(keras.callbacks.Callback):
         shots: tuple of ints. Shots per class. Defaults to `(10,)`.
         l2_regs: tuple of floats. Candidate ridge strengths. Defaults to
             `2**-6, 2**-5, ..., 2**10`.
-        seed: int. Seed of the shot sampling. Defaults to `0`.
+        seed: int. Seed of the shot draws and the test subset. Defaults to
+            `0`.
         num_classes: int or `None`. Inferred from the train labels when
             `None`.
-        batch_size: int. Feature-extraction batch size for unbatched
-            datasets and arrays. Defaults to `256`.
-        holdout_fraction: float in [0, 1). Fraction of the shots held out to
-            pick the L2 strength. Defaults to `0.2`.
-        num_seeds: int. Number of independent shot samples averaged.
-            Defaults to `1`.
+        batch_size: int. Feature-extraction batch size. Defaults to `256`.
+        l2_reg: float or `None`. A fixed ridge strength, or `None` for
+            cross-validation over `l2_regs`. Defaults to `None`.
+        num_draws: int. Independent shot draws averaged. Defaults to `5`.
+        test_per_class: int or `None`. Stratified test subset size per
+            class, or `None` for the whole test set. Defaults to `None`.
 
     Example:
 
@@ -273,7 +251,8 @@ class FewShotEvaluator(keras.callbacks.Callback):
     evaluator = keras_sovit.evaluation.FewShotEvaluator(
         (images[:30], labels[:30]), (images[30:], labels[30:]), shots=(5,)
     )
-    evaluator.evaluate(model)  # {"fewshot_5shot_error": ...}
+    evaluator.evaluate(model)
+    # {"fewshot_5shot_error": ..., "fewshot_5shot_error_se": ...}
     ```
     """
 
@@ -286,19 +265,20 @@ class FewShotEvaluator(keras.callbacks.Callback):
         seed=0,
         num_classes=None,
         batch_size=256,
-        holdout_fraction=0.2,
-        num_seeds=1,
+        l2_reg=None,
+        num_draws=5,
+        test_per_class=None,
     ):
         super().__init__()
-        self._check_args(shots, l2_regs, batch_size, holdout_fraction)
-        for name, value in (("seed", seed), ("num_seeds", num_seeds)):
+        self._check_args(shots, l2_regs, batch_size, l2_reg)
+        for name, value in (("seed", seed), ("num_draws", num_draws)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(
                     f"`{name}` must be an integer. Received: {name}={value!r}"
                 )
-        if num_seeds < 1:
+        if num_draws < 1:
             raise ValueError(
-                f"`num_seeds` must be >= 1. Received: num_seeds={num_seeds}"
+                f"`num_draws` must be >= 1. Received: num_draws={num_draws}"
             )
         self.train_ds = train_ds
         self.test_ds = test_ds
@@ -306,30 +286,27 @@ class FewShotEvaluator(keras.callbacks.Callback):
         self.l2_regs = tuple(sorted(float(v) for v in l2_regs))
         self.seed = seed
         self.batch_size = batch_size
-        self.holdout_fraction = float(holdout_fraction)
-        self.num_seeds = num_seeds
+        self.l2_reg = None if l2_reg is None else float(l2_reg)
+        self.num_draws = num_draws
+        self.test_per_class = test_per_class
         self.selected_l2 = {}
-        train_labels = _collect_labels(train_ds, batch_size, "train_ds")
-        test_labels = _collect_labels(test_ds, batch_size, "test_ds")
-        if num_classes is None:
-            num_classes = int(train_labels.max()) + 1
-        elif isinstance(num_classes, bool) or not isinstance(
-            num_classes, int
-        ) or num_classes < 1:
-            raise ValueError(
-                "`num_classes` must be a positive integer. Received: "
-                f"num_classes={num_classes!r}"
-            )
-        self.num_classes = num_classes
-        _check_label_range("train_ds", train_labels, num_classes)
-        _check_label_range("test_ds", test_labels, num_classes)
+        train_labels = collect_labels(train_ds, batch_size, "train_ds")
+        test_labels = collect_labels(test_ds, batch_size, "test_ds")
+        self.num_classes = check_num_classes(num_classes, train_labels)
+        check_label_range("train_ds", train_labels, self.num_classes)
+        check_label_range("test_ds", test_labels, self.num_classes)
         self._check_shots(train_labels)
         self._train_labels = train_labels
+        self._test_ids = None
+        if test_per_class is not None:
+            self._test_ids = stratified_subset(
+                test_labels, test_per_class, seed
+            )
         self._samples = self._sample(train_labels)
         self._shot_images = None
 
     @staticmethod
-    def _check_args(shots, l2_regs, batch_size, holdout_fraction):
+    def _check_args(shots, l2_regs, batch_size, l2_reg):
         shots = tuple(shots) if np.iterable(shots) else (shots,)
         if not shots or any(
             isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1
@@ -344,17 +321,14 @@ class FewShotEvaluator(keras.callbacks.Callback):
             raise ValueError("`l2_regs` must not be empty. Received: ()")
         for value in l2_regs:
             check_positive_number("l2_regs", value)
+        if l2_reg is not None:
+            check_positive_number("l2_reg", l2_reg)
         if isinstance(batch_size, bool) or not isinstance(
             batch_size, int
         ) or batch_size < 1:
             raise ValueError(
                 "`batch_size` must be a positive integer. Received: "
                 f"batch_size={batch_size!r}"
-            )
-        if not 0.0 <= holdout_fraction < 1.0:
-            raise ValueError(
-                "`holdout_fraction` must be in [0, 1). Received: "
-                f"holdout_fraction={holdout_fraction!r}"
             )
 
     def _check_shots(self, labels):
@@ -368,9 +342,9 @@ class FewShotEvaluator(keras.callbacks.Callback):
             )
 
     def _sample(self, labels):
-        """Per seed: per class, a seeded permutation of its example ids."""
+        """Per draw: per class, a seeded permutation of its example ids."""
         samples = []
-        for offset in range(self.num_seeds):
+        for offset in range(self.num_draws):
             rng = np.random.default_rng(self.seed + offset)
             samples.append(
                 [
@@ -382,55 +356,57 @@ class FewShotEvaluator(keras.callbacks.Callback):
 
     def _needed_ids(self):
         n = max(self.shots)
-        ids = [p[:n] for per_seed in self._samples for p in per_seed]
+        ids = [p[:n] for per_draw in self._samples for p in per_draw]
         return np.unique(np.concatenate(ids))
 
     def _load_shot_images(self):
         """Caches the images of every sampled shot (a small set)."""
         needed = self._needed_ids()
         images, offset = [], 0
-        for batch, _ in _iterate(self.train_ds, self.batch_size, "train_ds"):
+        for batch, _ in iterate(self.train_ds, self.batch_size, "train_ds"):
             ids = np.arange(offset, offset + len(batch))
             images.append(batch[np.isin(ids, needed)])
             offset += len(batch)
         self._shot_images = (needed, np.concatenate(images))
 
-    def _features(self, model, images):
-        chunks = [
-            _extract(model, images[i : i + self.batch_size])
-            for i in range(0, len(images), self.batch_size)
-        ]
-        return np.concatenate(chunks)
-
     def _test_features(self, model):
+        if isinstance(self.test_ds, (tuple, list)):
+            images, labels = load_arrays(
+                self.test_ds, self.batch_size, "test_ds"
+            )
+            feats = extract_features(model, images, self.batch_size)
+            if self._test_ids is not None:
+                return feats[self._test_ids], labels[self._test_ids]
+            return feats, labels.astype(int)
         feats, labels = [], []
-        for images, y in _iterate(self.test_ds, self.batch_size, "test_ds"):
-            feats.append(self._features(model, images))
+        for images, y in iterate(self.test_ds, self.batch_size, "test_ds"):
+            feats.append(extract_features(model, images, self.batch_size))
             labels.append(y)
-        return np.concatenate(feats), np.concatenate(labels).astype(int)
+        feats = np.concatenate(feats)
+        labels = np.concatenate(labels).astype(int)
+        if self._test_ids is not None:
+            return feats[self._test_ids], labels[self._test_ids]
+        return feats, labels
 
     def _pick_l2(self, features, per_class, n):
-        holdout = int(np.floor(n * self.holdout_fraction))
-        if n < 2 or len(self.l2_regs) == 1 or self.holdout_fraction == 0:
+        if self.l2_reg is not None:
+            return self.l2_reg
+        if n < 2 or len(self.l2_regs) == 1:
             return self.l2_regs[-1]
-        holdout = max(1, holdout)
-        fit = np.concatenate([p[: n - holdout] for p in per_class])
-        held = np.concatenate([p[n - holdout : n] for p in per_class])
-        labels = self._train_labels
-        probe = _RidgeProbe(features(fit), labels[fit], self.num_classes)
-        errors = [
-            np.mean(probe.predict(features(held), l2) != labels[held])
-            for l2 in self.l2_regs
-        ]
-        best = min(errors)
-        return max(l2 for l2, e in zip(self.l2_regs, errors) if e == best)
+        ids = np.concatenate([p[:n] for p in per_class])
+        folds = np.concatenate([np.arange(n) for _ in per_class])
+        l2, _ = select_l2(
+            features(ids), self._train_labels[ids], folds, self.l2_regs,
+            self.num_classes,
+        )
+        return l2
 
     def evaluate(self, model):
-        """Returns `{"fewshot_{n}shot_error": float}` for each `n`."""
+        """Returns `fewshot_{n}shot_error` and `..._se` for each `n`."""
         if self._shot_images is None:
             self._load_shot_images()
         needed, images = self._shot_images
-        shot_features = self._features(model, images)
+        shot_features = extract_features(model, images, self.batch_size)
 
         def features(ids):
             return shot_features[np.searchsorted(needed, ids)]
@@ -438,16 +414,19 @@ class FewShotEvaluator(keras.callbacks.Callback):
         test_x, test_y = self._test_features(model)
         results = {}
         for n in self.shots:
-            errors, chosen = [], []
+            wrong, chosen = [], []
             for per_class in self._samples:
                 l2 = self._pick_l2(features, per_class, n)
                 ids = np.concatenate([p[:n] for p in per_class])
                 probe = _RidgeProbe(
                     features(ids), self._train_labels[ids], self.num_classes
                 )
-                errors.append(np.mean(probe.predict(test_x, l2) != test_y))
+                wrong.append(probe.predict(test_x, l2) != test_y)
                 chosen.append(l2)
-            results[f"fewshot_{n}shot_error"] = float(np.mean(errors))
+            wrong = np.asarray(wrong, np.float64)
+            name = f"fewshot_{n}shot_error"
+            results[name] = float(wrong.mean())
+            results[f"{name}_se"] = crossed_mean_se(wrong)
             self.selected_l2[n] = chosen
         return results
 
@@ -464,3 +443,5 @@ class FewShotEvaluator(keras.callbacks.Callback):
         results = self.evaluate(self.model)
         if logs is not None:
             logs.update(results)
+
+

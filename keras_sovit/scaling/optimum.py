@@ -15,9 +15,13 @@ from keras_sovit.shapes import param_count
 
 _COARSE_POINTS = 24
 _ZOOMS = 4
-_NEIGHBOURHOOD = np.array(
-    np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij")
-).reshape(3, -1).T
+# The pattern search's neighbourhood: at least ±2 lattice steps per
+# dimension, and at least ±`_REACH` of the value (capped at `_MAX_STEPS`),
+# so a valley running diagonally across coarse and fine steps (one block
+# of depth traded for several MLP steps) is crossed in one move.
+_MIN_STEPS = 2
+_REACH = 0.1
+_MAX_STEPS = 12
 
 
 def best_shape(loss, template, rounding, bounds, max_params=None,
@@ -26,9 +30,9 @@ def best_shape(loss, template, rounding, bounds, max_params=None,
 
     A log grid over the box is scanned and zoomed into `_ZOOMS` times with
     the loss evaluated on real-valued sizes (the formulas are smooth), the
-    best point is snapped, then a pattern search over the 5 × 5 × 5
-    lattice neighbourhood moves to the best neighbour until none is
-    better. For the smooth, unimodal losses of the scaling laws this ends
+    best point is snapped, then a pattern search moves to the best
+    lattice neighbour (±2 steps, or ±10% of the value, per dimension)
+    until none is better. For the smooth, unimodal losses of the scaling laws this ends
     on the lattice optimum.
 
     Args:
@@ -117,23 +121,43 @@ def _snap(sizes, template, rounding, bounds):
 
 def _pattern_search(loss, shape, template, rounding, bounds):
     best_value = float(_evaluate(loss, [shape])[0])
+    low = np.array([bounds[d][0] for d in SCALED_DIMS], dtype=float)
+    high = np.array([bounds[d][1] for d in SCALED_DIMS], dtype=float)
     for _ in range(1000):
         steps = rounding.steps(shape.width, template.num_heads)
-        candidates = []
-        for offset in _NEIGHBOURHOOD:
-            sizes = {d: getattr(shape, d) + int(o) * steps[d]
-                     for d, o in zip(SCALED_DIMS, offset)}
-            if min(sizes.values()) <= 0:
-                continue
-            candidate = _snap(sizes, template, rounding, bounds)
-            if candidate is not None:
-                candidates.append(candidate)
-        values = _evaluate(loss, candidates)
-        index = int(np.argmin(values))
-        if not values[index] < best_value:
+        here = np.array([getattr(shape, d) for d in SCALED_DIMS], float)
+        sizes = here + _neighbourhood(shape, steps) * np.array(
+            [steps[d] for d in SCALED_DIMS], dtype=float)
+        sizes = sizes[np.all((sizes > 0) & (sizes >= low) & (sizes <= high),
+                             axis=1)]
+        values = np.asarray(loss(*sizes.T), dtype=float)
+        moved = False
+        # Vectorised over the raw neighbours; the best few are snapped
+        # (heads may change with width) and the first that improves wins.
+        for index in np.argsort(values)[:8]:
+            if not values[index] < best_value:
+                break
+            candidate = _snap(dict(zip(SCALED_DIMS, sizes[index])),
+                              template, rounding, bounds)
+            value = None if candidate is None else float(
+                _evaluate(loss, [candidate])[0])
+            if value is not None and value < best_value:
+                shape, best_value, moved = candidate, value, True
+                break
+        if not moved:
             break
-        shape, best_value = candidates[index], float(values[index])
     return shape, best_value
+
+
+def _neighbourhood(shape, steps):
+    """Lattice offsets around `shape` (see `_REACH`), as (n, 3) ints."""
+    reach = [
+        min(_MAX_STEPS, max(_MIN_STEPS, math.ceil(
+            _REACH * getattr(shape, d) / steps[d])))
+        for d in SCALED_DIMS
+    ]
+    axes = [np.arange(-r, r + 1) for r in reach]
+    return np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
 
 
 def _evaluate(loss, shapes):

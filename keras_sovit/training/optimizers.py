@@ -11,6 +11,17 @@ adds `(r"(^|/)head/kernel$", 100.0)` in front.
 The decay is computed inside `update_step`, from the variable's value before
 the gradient update, so it works the same on every backend, under `jit` and
 under `tf.distribute` (where Keras calls `update_step` per replica variable).
+
+Both optimizers can also add a linear cooldown to any learning rate or
+schedule, switched on and off between training calls with
+`set_cooldown(start_step, num_steps)` and `clear_cooldown()`: the rate of
+step `s` is multiplied by `clip((start_step + num_steps - s) / num_steps, 0,
+1)`. The start and length are optimizer variables (created in `build`, read
+in the learning-rate computation), so a compiled train step sees new values
+without recompiling on every backend: on JAX they travel with the optimizer
+state that `fit` and `train_on_batch` pass to the jitted step, where a
+variable created elsewhere would be frozen as a constant. This is how
+`keras_sovit.training.BranchedRun` cools down branches of one run.
 """
 
 import re
@@ -65,6 +76,65 @@ class _DecayMultipliers:
             self.decoupled_weight_decay * mult
         )
         self.assign_sub(variable, keras.ops.multiply(variable, rate))
+
+    def _build_cooldown(self):
+        self._cooldown_start = self.add_variable(
+            shape=(), dtype="float32", initializer="zeros",
+            name="cooldown_start",
+        )
+        self._cooldown_steps = self.add_variable(
+            shape=(), dtype="float32", initializer="zeros",
+            name="cooldown_steps",
+        )
+
+    def _check_built(self, what):
+        if not self.built:
+            raise ValueError(
+                f"`{what}` needs a built optimizer: call "
+                "`optimizer.build(model.trainable_variables)` first."
+            )
+
+    def set_cooldown(self, start_step, num_steps):
+        """Cools the rate down linearly to 0 over `num_steps` steps.
+
+        From step `start_step` on, the rate is multiplied by
+        `(start_step + num_steps - step) / num_steps`, clipped to [0, 1].
+        The optimizer must be built.
+        """
+        self._check_built("set_cooldown")
+        for name, value in (("start_step", start_step),
+                            ("num_steps", num_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or (
+                value < 0
+            ):
+                raise ValueError(
+                    f"`{name}` must be a non-negative integer. Received: "
+                    f"{name}={value!r}"
+                )
+        self._cooldown_start.assign(float(start_step))
+        self._cooldown_steps.assign(float(num_steps))
+
+    def clear_cooldown(self):
+        """Switches the cooldown of `set_cooldown` off."""
+        self._check_built("clear_cooldown")
+        self._cooldown_steps.assign(0.0)
+
+    def cooldown_factor(self):
+        """The cooldown multiplier of the current step (1 when off)."""
+        length = keras.ops.convert_to_tensor(self._cooldown_steps)
+        step = keras.ops.cast(self.iterations, "float32")
+        left = (self._cooldown_start + length - step) / keras.ops.maximum(
+            length, 1.0
+        )
+        return keras.ops.where(
+            length > 0.0, keras.ops.clip(left, 0.0, 1.0), 1.0
+        )
+
+    def _get_current_learning_rate(self):
+        learning_rate = super()._get_current_learning_rate()
+        if not self.built:
+            return learning_rate
+        return learning_rate * self.cooldown_factor()
 
     def _decay_config(self, config):
         config["weight_decay"] = self.decoupled_weight_decay
@@ -159,6 +229,7 @@ class BigVisionAdafactor(_DecayMultipliers, keras.optimizers.Optimizer):
             return
         super().build(var_list)
         self._build_decay(var_list)
+        self._build_cooldown()
         self._rows, self._cols, self._full, self._moms = [], [], [], []
         for var in var_list:
             shape = tuple(var.shape)
@@ -297,6 +368,7 @@ class AdamWDecayMults(_DecayMultipliers, keras.optimizers.Adam):
             return
         super().build(var_list)
         self._build_decay(var_list)
+        self._build_cooldown()
 
     def update_step(self, gradient, variable, learning_rate):
         self._decay(variable, learning_rate)

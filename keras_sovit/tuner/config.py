@@ -31,14 +31,9 @@ from keras_sovit.tuner import phases as phases_lib
 from keras_sovit.tuner import proposals
 from keras_sovit.tuner.defaults import default_plan
 from keras_sovit.tuner.protocol import DEFAULT_PHASES
+from keras_sovit.tuner.protocol import FINAL_TRIALS
+from keras_sovit.tuner.protocol import GRID_FRACTIONS
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
-
-# Final-trial roles: the proposal; "control", a standard ViT (MLP = 4 ×
-# width) of the proposal's per-example compute; "standard", a
-# standard-aspect ViT chosen without the proposal; "x0", the grid optimum.
-FINAL_TRIALS = ("proposal", "control", "standard", "x0")
-# Budgets of each grid trial's one run when budgets are branched.
-GRID_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,20 +1,28 @@
 """`SoViTHyperModel`: builds and trains a SoViT for one oracle trial."""
 
-import math
-
 import keras
 import keras_tuner
-import numpy as np
 
 from keras_sovit._validation import check_choice
 from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_rate
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.tuner.protocol import BUDGET_FRACTIONS_HP
 from keras_sovit.tuner.protocol import COMPUTE_METRIC
 from keras_sovit.tuner.protocol import DEFAULT_PHASES
+from keras_sovit.tuner.protocol import MAX_SEED
 from keras_sovit.tuner.protocol import PHASE_HP
+from keras_sovit.tuner.protocol import PhaseName
+from keras_sovit.tuner.protocol import SEED_HP
+from keras_sovit.tuner.protocol import UNTRAINED_PREFIX
 from keras_sovit.tuner.protocol import checkpoint_metric_name
+from keras_sovit.tuner.protocol import format_fractions
+
+# The small preset is meant for small images; the paper's sweeps use 224 px.
+SMALL_IMAGE_MAX = 64
+RECIPES = ("auto", "paper", "small")
 
 
 class SoViTHyperModel(keras_tuner.HyperModel):
@@ -23,28 +31,61 @@ class SoViTHyperModel(keras_tuner.HyperModel):
     Everything a trial needs comes from its hyperparameters, so the
     hypermodel works the same on the chief and on KerasTuner workers:
     `width`, `depth`, `mlp_dim`, `num_heads`, `patch_size` give the
-    `keras_sovit.models.SoViTClassifier`, and `compute_gflops` the training
-    budget. `build` compiles the model with the paper's recipe
-    (`keras_sovit.training.compile_for_pretraining`) for
-    `steps = compute_gflops / (forward GFLOPs per example × batch_size)`.
-    `fit` trains for exactly that budget with
-    `keras_sovit.training.ComputeBudget`, evaluates at compute checkpoints
-    (fractions of the budget) and returns a dict holding, at the full
-    budget, the objective metrics and `compute_gflops`, plus the same
-    values at every checkpoint as `"<name>@<i>"` (see
-    `keras_sovit.tuner.checkpoint_metric_name`), which `ShapeOracle` turns
-    into extra points of its scaling-law fits.
+    `keras_sovit.models.SoViTClassifier`, `compute_gflops` the largest
+    training budget, and `seed` (default 0) the replicate: it seeds the
+    initialisation (`keras.utils.set_random_seed(seed)` right before the
+    model is built, so a trial's weights do not depend on the trials
+    before it) and, when `x` is a callable, the data order (`x(seed)` gives
+    the training data).
 
-    Metrics: `fewshot_{n}shot_error` for every `n` in `shots` when few-shot
-    sets are given (`keras_sovit.evaluation.FewShotEvaluator`), and
-    `val_loss` and `val_error` (1 − accuracy) when `validation_data` is
-    passed to `search`. Compute counts the backbone's forward GFLOPs
+    One trial trains several budgets from one run
+    (`keras_sovit.training.BranchedRun`): budget `i` is
+    `fraction_i * compute_gflops` for the fractions of `checkpoints`, or of
+    the optional `budget_fractions` hyperparameter (a string such as
+    `"0.25,0.5,1"`); budgets that buy no whole step, or the same steps as a
+    larger one, are dropped (`feasible_budgets`). The run follows the
+    recipe's main phase and cools down a branch at each budget over
+    `cooldown_fraction` of its steps, so every reported value is that of a
+    finished (cooled) run. `build` compiles one
+    model per trial (the train step is traced once for all budgets).
+
+    Reported metrics (all floats), for each budget `i` (0 = smallest):
+    `"<metric>@i"` and `"<metric>_se@i"` for every evaluator metric,
+    `"compute_gflops@i"` (the compute of that cooled point: main-run plus
+    cooldown examples x GFLOPs per example), `"examples_seen@i"`,
+    `"budget_gflops@i"` and `"cooled@i"` (1.0: measured at the end of a
+    cooldown; 0.0 only with `cooldown_fraction=0`); the same values of the
+    largest budget under the plain names; `"charged_gflops"`, the
+    compute the trial trained in all (main run to the last branch point
+    plus every cooldown); and `"untrained_<metric>"`, every metric of the
+    network before training (the signal gate's baseline).
+
+    Evaluator metrics: `fewshot_{n}shot_error` (+ `_se`) for every `n` in
+    `shots` when few-shot sets are given (`FewShotEvaluator`),
+    `probe_error` (+ `_se`) when probe sets are given
+    (`LinearProbeEvaluator`), and `val_loss`, `val_error` (+ `_se`) of the
+    trained head, with the loss it was trained with, when
+    `validation_data` is passed to `search` (`ValidationEvaluator`).
+    Compute counts the backbone's forward GFLOPs
     (`ShapeSpec.gflops(image_size, pool_type=...)`), as the oracle does.
+
+    Recipe: `recipe="auto"` uses the `"small"` preset of
+    `keras_sovit.training.recipe` for images of at most 64 px and the
+    paper's otherwise; `compile_kwargs` overrides any recipe value (and
+    passes other keys to `model.compile`). The schedule lengths are those
+    of the trial's largest budget, with no cooldown in the main phase.
 
     The training data `x` passed to `tuner.search(x=...)` must be a
     repeating, batched dataset of `(images, one-hot labels)` with batches
     of `batch_size` (e.g. `keras_sovit.data.input_pipeline(...,
-    training=True)`).
+    training=True)`), or a callable `seed -> dataset` (preferred). Pass the
+    callable for reproducible trials: every new iterator of one seeded,
+    reshuffling `tf.data` pipeline yields another order, so with a shared
+    dataset a trial's data depends on how many trials iterated it before
+    in the process (trial order, retries, a resumed search); `x(seed)`
+    gives each trial a fresh pipeline, the same for the same seed.
+    `epochs`, `steps_per_epoch` and `verbose` are ignored: the budgets
+    decide.
 
     Args:
         num_classes: int. Classes of the classifier head.
@@ -55,8 +96,9 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             the few-shot probe.
         shots: tuple of ints. Shots per class. Defaults to `(10,)`.
         batch_size: int. Global batch size of `x`. Defaults to `32`.
-        checkpoints: tuple of floats in (0, 1]. Fractions of the budget at
-            which to evaluate. Defaults to `(0.25, 0.5, 1.0)`.
+        checkpoints: tuple of floats in (0, 1]. Budget fractions of
+            `compute_gflops`; 1.0 is always added. Defaults to
+            `(0.25, 0.5, 1.0)`.
         pool_type: str. Pooling of the backbone. Defaults to `"map"`.
         posemb: str. Position embedding. Defaults to `"learn"`.
         compile_kwargs: dict or `None`. Extra arguments of
@@ -68,6 +110,17 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             KerasTuner clears the Keras session, and with it the global
             distribution, between trials.
         name: str or `None`. Name of the hypermodel.
+        recipe: `"auto"`, `"small"` or `"paper"`. Defaults to `"auto"`.
+        cooldown_fraction: float in [0, 1). Cooldown of each budget as a
+            fraction of its steps. Defaults to `0.2`.
+        probe_train: dataset or `(images, labels)` or `None`. The
+            probe-train split of the many-shot linear probe.
+        probe_test: dataset or `(images, labels)` or `None`. Its test split.
+        probe_kwargs: dict or `None`. Extra `LinearProbeEvaluator`
+            arguments.
+        test_data: `(images, labels)`, a dataset or `None`. Scored only by
+            final-phase trials, as `test_loss` and `test_error` (+ `_se`):
+            the sweeps never see it.
 
     Example:
 
@@ -105,9 +158,16 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         fewshot_kwargs=None,
         distribution=None,
         name=None,
+        recipe="auto",
+        cooldown_fraction=0.2,
+        probe_train=None,
+        probe_test=None,
+        probe_kwargs=None,
+        test_data=None,
     ):
         super().__init__(name=name)
         self.distribution = distribution
+        self.test_data = test_data
         self.num_classes = check_positive_int("num_classes", num_classes)
         if len(tuple(image_shape)) != 3:
             raise ValueError(
@@ -117,41 +177,49 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         self.image_shape = tuple(
             check_positive_int("image_shape", v) for v in image_shape
         )
-        if (fewshot_train is None) != (fewshot_test is None):
-            raise ValueError(
-                "Pass both `fewshot_train` and `fewshot_test` or neither. "
-                f"Received: fewshot_train={type(fewshot_train).__name__}, "
-                f"fewshot_test={type(fewshot_test).__name__}"
-            )
+        _check_pair("fewshot_train", fewshot_train,
+                    "fewshot_test", fewshot_test)
+        _check_pair("probe_train", probe_train, "probe_test", probe_test)
         self.batch_size = check_positive_int("batch_size", batch_size)
-        checkpoints = tuple(sorted(float(c) for c in checkpoints))
-        if not checkpoints or not all(0 < c <= 1 for c in checkpoints):
-            raise ValueError(
-                "`checkpoints` must be fractions in (0, 1]. "
-                f"Received: checkpoints={checkpoints!r}"
-            )
-        if checkpoints[-1] != 1.0:
-            checkpoints += (1.0,)
-        self.checkpoints = checkpoints
+        self.checkpoints = _check_fractions("checkpoints", checkpoints)
         self.pool_type = check_choice("pool_type", pool_type, POOL_TYPES)
         self.posemb = check_choice("posemb", posemb, POSEMB_TYPES)
+        self.recipe = check_choice("recipe", recipe, RECIPES)
+
+        self.cooldown_fraction = check_rate("cooldown_fraction",
+                                            cooldown_fraction)
         self.compile_kwargs = dict(compile_kwargs or {})
         self.shots = tuple(shots)
-        self._evaluator = None
+        self._evaluators = []
         if fewshot_train is not None:
             from keras_sovit.evaluation import FewShotEvaluator
 
-            self._evaluator = FewShotEvaluator(
+            self._evaluators.append(FewShotEvaluator(
                 fewshot_train, fewshot_test, shots=self.shots,
                 num_classes=self.num_classes, **dict(fewshot_kwargs or {}),
-            )
+            ))
+        if probe_train is not None:
+            from keras_sovit.evaluation import LinearProbeEvaluator
+
+            self._evaluators.append(LinearProbeEvaluator(
+                probe_train, probe_test, num_classes=self.num_classes,
+                **dict(probe_kwargs or {}),
+            ))
 
     @property
     def image_size(self):
         return self.image_shape[:2]
 
+    @property
+    def preset(self):
+        """The recipe preset the trials use (`recipe="auto"` resolved)."""
+        if self.recipe != "auto":
+            return self.recipe
+        small = max(self.image_size) <= SMALL_IMAGE_MAX
+        return "small" if small else "paper"
+
     def declare_hyperparameters(self, hp):
-        """Declares the shape, compute and phase hyperparameters.
+        """Declares the shape, compute, seed and phase hyperparameters.
 
         The defaults are a tiny valid shape so that the tuner's up-front
         build is cheap; a `ShapeOracle` supplies the real values.
@@ -166,16 +234,19 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         hp.Int("mlp_dim", 1, 1 << 18, default=16)
         hp.Int("num_heads", 1, 1024, default=1)
         hp.Int("patch_size", 1, side, default=patch)
-        # Enough for one step of the default shape, so the up-front build
-        # passes the budget check of `build`.
+        # Enough for one step of the default shape at every budget, so the
+        # up-front build passes the budget check of `build`.
         one_step = self.batch_size * self.gflops_per_example(
             ShapeSpec(16, 1, 16, 1, patch)
         )
         hp.Float(
             COMPUTE_METRIC, 1e-6, 1e30, sampling="log",
-            default=max(1.0, one_step),
+            default=max(1.0, one_step * 4 / self.checkpoints[0]),
         )
         hp.Choice(PHASE_HP, list(DEFAULT_PHASES), default=DEFAULT_PHASES[-1])
+        hp.Int(SEED_HP, 0, MAX_SEED, default=0)
+        # Declared, so a ShapeOracle gives one trial several budgets.
+        hp.Fixed(BUDGET_FRACTIONS_HP, format_fractions(self.checkpoints))
 
     def shape(self, hp):
         """The trial's `ShapeSpec`."""
@@ -192,22 +263,82 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         """Forward GFLOPs per example of the backbone, as the oracle counts."""
         return shape.gflops(self.image_size, pool_type=self.pool_type)
 
-    def total_steps(self, hp):
-        """Training steps that fit in the trial's `compute_gflops`.
-
-        Raises `keras_tuner.errors.FailedTrialError` (the trial fails
-        without retries) when the budget buys less than one step.
-        """
-        from keras_sovit.training import steps_for_budget
-
-        shape = self.shape(hp)
+    def budgets(self, hp):
+        """The trial's budgets in GFLOPs, ascending."""
+        self.declare_hyperparameters(hp)
+        fractions = self.checkpoints
+        if BUDGET_FRACTIONS_HP in hp.values:
+            text = hp.values[BUDGET_FRACTIONS_HP]
+            try:
+                values = [float(v) for v in str(text).split(",") if v]
+            except ValueError:
+                raise ValueError(
+                    f"`{BUDGET_FRACTIONS_HP}` must be comma-separated "
+                    f"fractions. Received: {text!r}"
+                ) from None
+            fractions = _check_fractions(BUDGET_FRACTIONS_HP, values)
         budget = float(hp.get(COMPUTE_METRIC))
+        return [budget * f for f in fractions]
+
+    def feasible_budgets(self, hp):
+        """The trial's budgets that buy at least one step, one per step.
+
+        A smaller budget that buys no whole step, or the same number of
+        steps as a larger one, is dropped (so `"<metric>@0"` is the
+        smallest feasible budget). Raises
+        `keras_tuner.errors.FailedTrialError` (the trial fails without
+        retries) when even the largest budget buys less than one step.
+        """
+        per_step = self.batch_size * self.gflops_per_example(self.shape(hp))
+        by_steps = {}
+        for budget in self.budgets(hp):
+            steps = int(budget / per_step * (1 + 1e-9))
+            if steps >= 1:
+                by_steps[steps] = budget
+        if not by_steps:
+            from keras_sovit.training import steps_for_budget
+
+            try:
+                steps_for_budget(
+                    self.budgets(hp)[-1], per_step / self.batch_size,
+                    self.batch_size,
+                )
+            except ValueError as error:
+                raise keras_tuner.errors.FailedTrialError(
+                    str(error)
+                ) from error
+        return [by_steps[s] for s in sorted(by_steps)]
+
+    def plan(self, hp):
+        """The trial's `keras_sovit.training.branch_plan`.
+
+        Raises `keras_tuner.errors.FailedTrialError` when the largest
+        budget buys less than one step.
+        """
+        from keras_sovit.training import branch_plan
+
         try:
-            return steps_for_budget(
-                budget, self.gflops_per_example(shape), self.batch_size
+            return branch_plan(
+                self.feasible_budgets(hp),
+                self.gflops_per_example(self.shape(hp)),
+                self.batch_size,
+                self.cooldown_fraction,
             )
         except ValueError as error:
             raise keras_tuner.errors.FailedTrialError(str(error)) from error
+
+    def total_steps(self, hp):
+        """Training steps of the trial's largest budget.
+
+        Raises `keras_tuner.errors.FailedTrialError` when a budget buys
+        less than one step.
+        """
+        return self.plan(hp)["branches"][-1]["steps"]
+
+    def seed(self, hp):
+        """The trial's replicate seed (hyperparameter `seed`, default 0)."""
+        self.declare_hyperparameters(hp)
+        return int(hp.get(SEED_HP))
 
     def build(self, hp):
         from keras_sovit.models import SoViTBackbone
@@ -221,6 +352,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         # Before building: a shape too large for its budget fails at once
         # instead of allocating a model that cannot take one step.
         steps = self.total_steps(hp)
+        keras.utils.set_random_seed(self.seed(hp))
         backbone = SoViTBackbone(
             self.shape(hp),
             image_shape=self.image_shape,
@@ -228,49 +360,48 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             posemb=self.posemb,
         )
         model = SoViTClassifier(backbone, num_classes=self.num_classes)
+        kwargs = {"cooldown_steps": 0, **self.compile_kwargs}
         compile_for_pretraining(
-            model, total_steps=steps, **self.compile_kwargs
+            model, total_steps=steps, preset=self.preset, **kwargs
         )
         return model
 
     def fit(self, hp, model, x, *args, validation_data=None, callbacks=None,
             **kwargs):
-        """Trains `model` for the trial's budget and returns its metrics."""
-        from keras_sovit.training import ComputeBudget
+        """Trains `model` for the trial's budgets and returns its metrics."""
+        from keras_sovit.evaluation import ValidationEvaluator
+        from keras_sovit.training import BranchedRun
 
-        shape = self.shape(hp)
-        budget = float(hp.get(COMPUTE_METRIC))
-        steps = self.total_steps(hp)
-        evaluators = []
-        if self._evaluator is not None:
-            evaluators.append(self._evaluator)
+        evaluators = list(self._evaluators)
         if validation_data is not None:
-            evaluators.append(_ValidationEvaluator(validation_data))
+            evaluators.append(ValidationEvaluator(validation_data))
+        if (self.test_data is not None
+                and hp.values.get(PHASE_HP) == PhaseName.FINAL):
+            evaluators.append(ValidationEvaluator(self.test_data,
+                                                  prefix="test"))
         if not evaluators:
             raise ValueError(
                 "SoViTHyperModel needs few-shot sets (`fewshot_train`, "
-                "`fewshot_test`) or `validation_data` to report a metric. "
-                "Received: validation_data=None"
+                "`fewshot_test`), probe sets or `validation_data` to report "
+                "a metric. Received: validation_data=None"
             )
-        compute_budget = ComputeBudget(
-            budget,
-            self.gflops_per_example(shape),
-            checkpoints=[budget * c for c in self.checkpoints],
+        data = x(self.seed(hp)) if callable(x) else x
+        run = BranchedRun(
+            model,
+            data,
+            self.feasible_budgets(hp),
+            self.gflops_per_example(self.shape(hp)),
+            self.batch_size,
+            cooldown_fraction=self.cooldown_fraction,
             evaluators=evaluators,
-            batch_size=self.batch_size,
+            callbacks=callbacks,
         )
-        per_epoch = max(1, math.ceil(steps / len(self.checkpoints)))
-        kwargs.pop("epochs", None)
-        kwargs.pop("steps_per_epoch", None)
-        model.fit(
-            x,
-            *args,
-            epochs=len(self.checkpoints) + 1,
-            steps_per_epoch=per_epoch,
-            callbacks=[compute_budget, *(callbacks or [])],
-            **kwargs,
-        )
-        return _trial_metrics(compute_budget.history)
+        untrained = _evaluate_all(evaluators, model)
+        records = run.run()
+        self.last_run = run
+        metrics = trial_metrics(records, run.charged_gflops)
+        metrics.update({UNTRAINED_PREFIX + k: v for k, v in untrained.items()})
+        return metrics
 
     def get_config(self):
         return {
@@ -283,45 +414,77 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             "posemb": self.posemb,
             "compile_kwargs": self.compile_kwargs,
             "name": self.name,
+            "recipe": self.recipe,
+            "cooldown_fraction": self.cooldown_fraction,
         }
 
 
-class _ValidationEvaluator:
-    """Loss and error (1 − accuracy) of a model on validation data."""
-
-    def __init__(self, data):
-        self.data = data
-
-    def evaluate(self, model):
-        inputs = self.data[0] if isinstance(self.data, tuple) else self.data
-        logits = model.predict(inputs, verbose=0)
-        labels = np.concatenate(
-            [np.asarray(y) for _, y in _batches(self.data)]
+def _check_pair(name_a, a, name_b, b):
+    if (a is None) != (b is None):
+        raise ValueError(
+            f"Pass both `{name_a}` and `{name_b}` or neither. "
+            f"Received: {name_a}={type(a).__name__}, "
+            f"{name_b}={type(b).__name__}"
         )
-        if labels.ndim == 2:
-            labels = labels.argmax(-1)
-        logits = np.asarray(logits, dtype="float64")
-        logits = logits - logits.max(-1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        loss = -log_probs[np.arange(len(labels)), labels].mean()
-        error = float(np.mean(logits.argmax(-1) != labels))
-        return {"val_loss": float(loss), "val_error": error}
 
 
-def _batches(data):
-    if isinstance(data, tuple):
-        yield data
-        return
-    for batch in data:
-        yield batch[0], batch[1]
+def _check_fractions(name, fractions):
+    try:
+        fractions = tuple(sorted(float(c) for c in fractions))
+    except (TypeError, ValueError):
+        fractions = ()
+    if not fractions or not all(0 < c <= 1 for c in fractions):
+        raise ValueError(
+            f"`{name}` must be fractions in (0, 1]. "
+            f"Received: {name}={fractions!r}"
+        )
+    if fractions[-1] != 1.0:
+        fractions += (1.0,)
+    return fractions
 
 
-def _trial_metrics(history):
-    """Final metrics plus every checkpoint's as `"<name>@<i>"`."""
+def _evaluate_all(evaluators, model):
+    """Every evaluator's metrics for the model as it is (e.g. untrained)."""
+    out = {}
+    for evaluator in evaluators:
+        out.update({k: float(v) for k, v in evaluator.evaluate(model).items()})
+    return out
+
+
+def trial_metrics(records, charged_gflops):
+    """A trial's metrics dict from `BranchedRun` records.
+
+    Every budget `i` gives `"<name>@i"` for the evaluator metrics (with
+    their `_se`) and `compute_gflops`, `examples_seen`, `budget_gflops`,
+    `cooled` (1.0 or 0.0); the largest budget's values also appear under
+    the plain names; `charged_gflops` is the compute of the whole run.
+
+    Example:
+
+    ```python
+    records = [
+        {"compute_gflops": 1.0, "examples_seen": 8, "budget_gflops": 1.0,
+         "cooled": True, "val_loss": 2.0, "val_loss_se": 0.1, "steps": 1},
+        {"compute_gflops": 2.0, "examples_seen": 16, "budget_gflops": 2.0,
+         "cooled": True, "val_loss": 1.5, "val_loss_se": 0.1, "steps": 2},
+    ]
+    metrics = keras_sovit.tuner.hypermodel.trial_metrics(records, 2.4)
+    metrics["val_loss@0"], metrics["val_loss"]  # 2.0, 1.5
+    ```
+    """
+    plan_keys = {"steps", "branch_step", "cooldown_steps"}
     metrics = {}
-    for index, record in enumerate(history):
-        for key, value in record.items():
-            metrics[checkpoint_metric_name(key, index)] = float(value)
-    metrics.update({k: float(v) for k, v in history[-1].items()})
+    for index, record in enumerate(records):
+        values = {
+            key: float(value) for key, value in record.items()
+            if key not in plan_keys
+        }
+        for key, value in values.items():
+            metrics[checkpoint_metric_name(key, index)] = value
+    last = {
+        key: float(value) for key, value in records[-1].items()
+        if key not in plan_keys
+    }
+    metrics.update(last)
+    metrics["charged_gflops"] = float(charged_gflops)
     return metrics
-

@@ -31,7 +31,10 @@ import logging
 import math
 from typing import Callable
 
+import numpy as np
+
 from keras_sovit.scaling import law as law_lib
+from keras_sovit.scaling import noise
 from keras_sovit.scaling import plan as plan_lib
 from keras_sovit.scaling.results import COMPUTE_METRIC
 from keras_sovit.shapes import SCALED_DIMS
@@ -39,6 +42,9 @@ from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import round_to_multiple
 from keras_sovit.tuner import proposals
+from keras_sovit.tuner.protocol import GRID_FRACTIONS
+from keras_sovit.tuner.protocol import SEED_HP
+from keras_sovit.tuner.protocol import UNTRAINED_PREFIX
 from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import trial_values
 from keras_sovit.tuner.registry import Registry
@@ -63,19 +69,41 @@ class SearchContext:
             the completed trials of the given phase names; failed trials
             and missing values are recorded in `state.excluded_trials_`.
         seed: int. Seed for fits.
+        trial_metrics: callable `(phase) -> list of dict`: the final
+            metrics of each completed trial of `phase`, with its
+            hyperparameter values under `"values"`.
     """
 
     config: object
     state: object
     observe: Callable
     seed: int
+    trial_metrics: Callable = None
 
     def results(self, *phases):
         return self.observe(phases)
 
-    def trial(self, phase, shape, compute):
+    def trial(self, phase, shape, compute, seed=None, fractions=None):
         """The hyperparameter values of a trial of `phase`."""
-        return trial_values(phase, shape, compute)
+        return trial_values(phase, shape, compute, seed, fractions)
+
+    def trials(self, phase, shape, compute, seeds=1, fractions=None):
+        """`seeds` replicates of one trial (no seed set for a single one)."""
+        if seeds == 1:
+            return [self.trial(phase, shape, compute, None, fractions)]
+        return [self.trial(phase, shape, compute, seed, fractions)
+                for seed in range(seeds)]
+
+    @property
+    def branched(self):
+        """Whether one trial trains several cooled budgets."""
+        if self.config.branch_budgets is not None:
+            return self.config.branch_budgets
+        return bool(self.state.branch_budgets_)
+
+    def stop(self, reason):
+        """Ends the search after this phase (no later phase runs)."""
+        self.state.stopped_ = str(reason)
 
     def proposal(self, role):
         """The proposed `ShapeSpec` of `role` ("target", "control", ...)."""
@@ -137,8 +165,17 @@ class StarSweep(Phase):
         return context.config.run_star
 
     def plan(self, context):
-        return [context.trial(self.name, shape, compute)
-                for shape, compute in context.config.star_plan()]
+        config = context.config
+        if not context.branched:
+            return [v for shape, compute in config.star_plan()
+                    for v in context.trials(self.name, shape, compute,
+                                            config.replicates)]
+        # One run per shape trains every star budget, each cooled down.
+        shapes = _unique([shape for shape, _ in config.star_plan()])
+        return [v for shape in shapes
+                for v in context.trials(
+                    self.name, shape, max(config.star_budgets),
+                    config.replicates, config.star_fractions())]
 
     def finish(self, context):
         config, state = context.config, context.state
@@ -167,8 +204,11 @@ class GridSweep(Phase):
         state = context.state
         if state.grid_ is None:
             state.grid_ = {k: list(v) for k, v in context.config.grid.items()}
-        return [context.trial(self.name, shape, compute)
-                for shape, compute in context.config.grid_plan(state.grid_)]
+        fractions = GRID_FRACTIONS if context.branched else None
+        return [v for shape, compute in context.config.grid_plan(state.grid_)
+                for v in context.trials(self.name, shape, compute,
+                                        context.config.replicates,
+                                        fractions)]
 
     def finish(self, context):
         config, state = context.config, context.state
@@ -210,6 +250,39 @@ class GridSweep(Phase):
 
 
 @register_phase
+class SignalGate(Phase):
+    """Checks that the sweeps measured something before proposing.
+
+    Three checks, each `True`, `False` or `None` (not measurable: no
+    standard error, no untrained value, no bootstrap interval):
+
+    - the star centre's largest budget beats its smallest by more than
+      two standard errors;
+    - the trained centre beats the untrained network (the hypermodel's
+      `"untrained_<metric>"`) by more than two standard errors;
+    - the 90% interval of the data exponent c lies above `C_FLOOR`.
+
+    Any `False` stops the search with advice (no proposal is made); the
+    result is `state.signal_`.
+    """
+
+    name = PhaseName.SIGNAL.value
+    C_FLOOR = 0.02
+
+    def active(self, context):
+        return context.config.run_star
+
+    def finish(self, context):
+        signal = _signal(context, self.C_FLOOR)
+        context.state.signal_ = plain(signal)
+        if signal["passed"] is False:
+            context.stop("the sweeps carry no signal: "
+                         + "; ".join(signal["advice"]))
+            logger.error("ShapeOracle: %s", context.state.stopped_)
+        return True
+
+
+@register_phase
 class Proposal(Phase):
     """Runs the proposal rule: target, control and validation shapes."""
 
@@ -226,6 +299,11 @@ class Proposal(Phase):
         state.proposals_ = {"target": target.to_dict()}
         if "control" in config.final_trials:
             state.proposals_["control"] = grid.control(target).to_dict()
+        if "standard" in config.final_trials:
+            state.proposals_["standard"] = grid.standard(
+                observations.base_shape, observations.base_compute,
+                config.target_compute,
+            ).to_dict()
         if config.validation_compute is not None:
             shape, _ = rule.propose(observations, config.validation_compute,
                                     grid)
@@ -282,7 +360,14 @@ class Validation(Phase):
 
 @register_phase
 class Final(Phase):
-    """The proposal (and the control) trained at the target compute."""
+    """Each final role trained at the target compute, `final_seeds` times.
+
+    Roles (`config.final_trials`): the proposal, the "control" (a standard
+    ViT of the proposal's per-example compute), the "standard" ViT chosen
+    without the proposal (`ShapeGrid.standard`) and "x0". `finish` writes
+    each role's mean ± standard error over seeds (`state.final_`) and the
+    proposal's verdict against the baselines (`state.verdict_`).
+    """
 
     name = PhaseName.FINAL.value
 
@@ -290,12 +375,117 @@ class Final(Phase):
         return bool(context.config.final_trials)
 
     def plan(self, context):
-        roles = {"proposal": "target", "control": "control"}
+        config = context.config
         return _unique([
-            context.trial(self.name, context.proposal(roles[name]),
-                          context.config.target_compute)
-            for name in context.config.final_trials
+            values for role in config.final_trials
+            for values in context.trials(self.name, _role_shape(context, role),
+                                         config.target_compute,
+                                         config.final_seeds)
         ])
+
+    def finish(self, context):
+        rows = context.results(self.name)
+        metrics = context.trial_metrics(self.name)
+        final = [_final_entry(context, role, rows, metrics)
+                 for role in context.config.final_trials]
+        context.state.final_ = plain(final)
+        context.state.verdict_ = plain(_verdict(final))
+        return True
+
+
+def _role_shape(context, role):
+    if role == "x0":
+        return ShapeSpec.from_dict(context.state.base_shape_)
+    return context.proposal("target" if role == "proposal" else role)
+
+
+def _final_entry(context, role, rows, metrics):
+    shape = _role_shape(context, role).to_dict()
+    target = context.config.target_compute
+    values = [r["metric_value"] for r in rows
+              if {f: r[f] for f in SHAPE_FIELDS} == shape
+              and math.isclose(r["compute_gflops"], target, rel_tol=1e-6)]
+    mine = [m for m in metrics
+            if {f: m["values"][f] for f in SHAPE_FIELDS} == shape]
+    errors = [m["test_error"] for m in mine if "test_error" in m]
+    summary = noise.summarize(values) if values else {
+        "mean": None, "se": None, "n": 0}
+    return {
+        "role": role,
+        "shape": shape,
+        "compute_gflops": target,
+        "seeds": sorted(int(m["values"].get(SEED_HP, 0)) for m in mine),
+        "values": values,
+        "objective_mean": summary["mean"],
+        "objective_se": summary["se"],
+        "test_accuracy_mean": 1.0 - float(np.mean(errors)) if errors
+        else None,
+    }
+
+
+def _verdict(final):
+    """The proposal against each baseline (Welch, 5%)."""
+    by_role = {entry["role"]: entry for entry in final}
+    proposal = by_role.get("proposal")
+    out = {}
+    for role in ("standard", "control", "x0"):
+        if proposal is None or role not in by_role:
+            continue
+        out[role] = noise.compare(proposal["values"], by_role[role]["values"])
+    main = next((out[r] for r in ("standard", "control", "x0") if r in out),
+                None)
+    out["verdict"] = None if main is None else main["verdict"]
+    return out
+
+
+def _signal(context, c_floor):
+    """The signal gate's measurements and checks (see `SignalGate`)."""
+    config, state = context.config, context.state
+    center = config.star_center.to_dict()
+    rows = [r for r in context.results(PhaseName.STAR.value)
+            if {f: r[f] for f in SHAPE_FIELDS} == center]
+    budgets = sorted(noise.replicate_summaries(rows).items(),
+                     key=lambda item: item[0][-1])
+    budgets = [dict(summary, compute_gflops=key[-1])
+               for key, summary in budgets]
+    untrained = _untrained(context)
+    fit = None if state.star_fit_ is None else law_lib.StarSweepFit.from_dict(
+        state.star_fit_)
+    c_interval = None if fit is None else fit.c_interval
+    checks = {
+        "budget": None if len(budgets) < 2 else noise.clearly_lower(
+            budgets[-1], budgets[0]),
+        "trained": None if untrained is None or not budgets
+        else noise.clearly_lower(budgets[-1], untrained),
+        "c": None if c_interval is None else bool(c_interval[0] > c_floor),
+    }
+    return {
+        "untrained_objective": untrained,
+        "center": budgets,
+        "c": None if fit is None else fit.c,
+        "c_interval": c_interval,
+        "checks": checks,
+        "passed": False if False in checks.values() else True,
+        "advice": [_ADVICE[k] for k, ok in checks.items() if ok is False],
+    }
+
+
+_ADVICE = {
+    "budget": "the centre does not improve with compute beyond its noise: "
+    "raise the star budgets (largest / smallest >= 4), add replicates, or "
+    "use a lower-noise objective such as val_loss",
+    "trained": "trained networks are no better than untrained ones: use "
+    "the small-scale recipe (recipe='small') or larger budgets",
+    "c": "the fitted data exponent c is indistinguishable from 0: the "
+    "budgets are too close or too small",
+}
+
+
+def _untrained(context):
+    name = UNTRAINED_PREFIX + context.config.objective
+    values = [m[name] for m in context.trial_metrics(PhaseName.STAR.value)
+              if name in m]
+    return noise.summarize(values) if values else None
 
 
 def _observations(context):

@@ -105,6 +105,8 @@ class ProposalRule:
 
 
 _RULES = Registry(ProposalRule, "proposal_method")
+# big_vision's standard ViTs, (width, depth): Ti, S, B, L, H.
+_VIT_FAMILY = ((192, 12), (384, 12), (768, 12), (1024, 24), (1280, 32))
 # `@register_proposal_rule` makes a ProposalRule selectable by its `name`.
 register_proposal_rule = _RULES.register
 rule_names = _RULES.names
@@ -252,6 +254,20 @@ def holdout_errors(observations):
     return errors
 
 
+def standard_depth(width):
+    """The depth the standard ViT family gives a width.
+
+    Log-linear between big_vision's Ti, S, B, L and H; below Ti depth
+    keeps Ti's width-to-depth ratio (16), above H it keeps H's (40).
+    """
+    widths, depths = np.log(np.array(_VIT_FAMILY, dtype=float)).T
+    if width <= _VIT_FAMILY[0][0]:
+        return max(1.0, width / 16)
+    if width >= _VIT_FAMILY[-1][0]:
+        return width / 40
+    return float(np.exp(np.interp(math.log(width), widths, depths)))
+
+
 def _capped(exponents, dims):
     capped = {}
     for dim in dims:
@@ -314,6 +330,29 @@ class ShapeGrid:
             gap = abs(math.log(candidate.gflops(self.image_size) / target))
             if best is None or gap < best[0]:
                 best = (gap, candidate)
+        return best[1]
+
+    def standard(self, base_shape, base_compute, target):
+        """A standard-aspect ViT for `target`, chosen without a proposal.
+
+        The practitioner's baseline: MLP = 4 × width, depth from the ViT
+        family's depth-width curve (`standard_depth`), and per-example
+        compute grown from x0's by √(target / t0), i.e. half of the
+        compute growth goes into the model and half into the data (the
+        Chinchilla split). It uses x0 and t0, never the fitted exponents
+        or the proposal rule.
+        """
+        want = base_shape.gflops(self.image_size) * math.sqrt(
+            target / base_compute)
+        best = None
+        step = self.steps["width"]
+        for width in range(step, 64 * base_shape.width + 1, step):
+            candidate = self.snap(width, standard_depth(width), 4 * width)
+            gap = abs(math.log(candidate.gflops(self.image_size) / want))
+            if best is None or gap < best[0]:
+                best = (gap, candidate)
+            if candidate.gflops(self.image_size) > 2 * want:
+                break
         return best[1]
 
     def neighbours(self, shape, dims):

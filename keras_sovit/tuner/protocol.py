@@ -27,6 +27,8 @@ PHASE_HP = "phase"
 SEED_HP = "seed"
 BUDGET_FRACTIONS_HP = "budget_fractions"
 CHARGED_METRIC = "charged_gflops"
+# "untrained_<metric>": the metric of the network before training.
+UNTRAINED_PREFIX = "untrained_"
 # Every hyperparameter the oracle sets on every trial; a hypermodel must
 # declare them.
 TRIAL_HP_NAMES = (*SHAPE_FIELDS, COMPUTE_METRIC, PHASE_HP)
@@ -34,6 +36,12 @@ TRIAL_HP_NAMES = (*SHAPE_FIELDS, COMPUTE_METRIC, PHASE_HP)
 # `budget_fractions` trains several budgets in one run.
 OPTIONAL_HP_NAMES = (SEED_HP, BUDGET_FRACTIONS_HP)
 MAX_SEED = 2**31 - 1
+# Final-trial roles: the proposal; "control", a standard ViT (MLP = 4 ×
+# width) of the proposal's per-example compute; "standard", a
+# standard-aspect ViT chosen without the proposal; "x0", the grid optimum.
+FINAL_TRIALS = ("proposal", "control", "standard", "x0")
+# Budgets of each grid trial's one run when budgets are branched.
+GRID_FRACTIONS = (0.25, 0.5, 1.0)
 # Upper ends of the declared Int grids of the shape dimensions.
 _DIM_LIMITS = {"width": 1 << 16, "depth": 1 << 12, "mlp_dim": 1 << 18}
 
@@ -48,8 +56,8 @@ class PhaseName(enum.StrEnum):
     """
 
     STAR = "star"
-    GRID = "grid"
     SIGNAL = "signal"
+    GRID = "grid"
     PROPOSAL = "proposal"
     VALIDATION = "validation"
     FINAL = "final"
@@ -59,8 +67,8 @@ class PhaseName(enum.StrEnum):
 # The phases a search runs unless told otherwise (`DONE` is implied).
 DEFAULT_PHASES = (
     PhaseName.STAR.value,
-    PhaseName.GRID.value,
     PhaseName.SIGNAL.value,
+    PhaseName.GRID.value,
     PhaseName.PROPOSAL.value,
     PhaseName.VALIDATION.value,
     PhaseName.FINAL.value,

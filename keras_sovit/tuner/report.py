@@ -11,10 +11,7 @@ import os
 import tempfile
 
 import tensorflow as tf
-from keras_tuner.engine.trial import TrialStatus
 
-from keras_sovit.shapes import SHAPE_FIELDS
-from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import PhaseName
 
 logger = logging.getLogger("keras_sovit.tuner.shape_oracle")
@@ -23,21 +20,6 @@ REPORT_FILE = "shape_report.json"
 RESULTS_FILE = "sweep_results.csv"
 STAR_PLOT_FILE = "star_sweep.png"
 SCALING_PLOT_FILE = "scaling.png"
-
-
-def final_scores(trials):
-    """Shape and score of every completed final trial, by trial id."""
-    scores = {}
-    for trial_id, trial in trials.items():
-        values = trial.hyperparameters.values
-        if values.get(PHASE_HP) != PhaseName.FINAL:
-            continue
-        if trial.status == TrialStatus.COMPLETED:
-            scores[str(trial_id)] = {
-                "shape": {f: values[f] for f in SHAPE_FIELDS},
-                "score": float(trial.score),
-            }
-    return scores
 
 
 def write_project_files(directory, report, results, scaling=None):

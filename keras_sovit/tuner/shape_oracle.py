@@ -6,15 +6,15 @@ import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
 from keras_sovit.scaling import law as law_lib
-from keras_sovit.scaling.results import COMPUTE_METRIC
-from keras_sovit.scaling.results import SweepResults
-from keras_sovit.scaling.results import trial_rows
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.tuner import phases as phases_lib
 from keras_sovit.tuner import report as report_lib
+from keras_sovit.tuner import trials as trials_lib
 from keras_sovit.tuner.config import SearchConfig
 from keras_sovit.tuner.config import check_objective
+from keras_sovit.tuner.protocol import BUDGET_FRACTIONS_HP
 from keras_sovit.tuner.protocol import DEFAULT_PHASES
+from keras_sovit.tuner.protocol import OPTIONAL_HP_NAMES
 from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import TRIAL_HP_NAMES
 from keras_sovit.tuner.protocol import PhaseName
@@ -86,6 +86,11 @@ class ShapeOracle(keras_tuner.Oracle):
         max_grid_extensions: int. How often the grid may be extended when
             its optimum lies on the boundary.
         phases: tuple of str. Registered phase names, in order.
+        replicates: int. Seeds of every sweep trial.
+        final_seeds: int. Seeds of every final trial.
+        branch_budgets: bool or `None`. Whether one trial trains several
+            cooled budgets (`budget_fractions`); `None`: when the
+            hypermodel declares `budget_fractions`.
         seed: int or `None`. Random seed (also of the fits).
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -116,7 +121,8 @@ class ShapeOracle(keras_tuner.Oracle):
         final_trials=("proposal",), proposal_method="auto",
         validation_trials=False, validation_compute=None, image_size=224,
         n_bootstrap=200, max_grid_extensions=8, phases=DEFAULT_PHASES,
-        seed=None, max_retries_per_trial=0, max_consecutive_failed_trials=3,
+        replicates=1, final_seeds=1, branch_budgets=None, seed=None,
+        max_retries_per_trial=0, max_consecutive_failed_trials=3,
     ):
         self.config = SearchConfig.create(
             objective, target_compute, star_center=star_center,
@@ -129,6 +135,8 @@ class ShapeOracle(keras_tuner.Oracle):
             validation_compute=validation_compute, image_size=image_size,
             n_bootstrap=n_bootstrap,
             max_grid_extensions=max_grid_extensions, phases=phases,
+            replicates=replicates, final_seeds=final_seeds,
+            branch_budgets=branch_budgets,
         )
         super().__init__(
             objective=check_objective(objective), max_trials=None,
@@ -199,12 +207,8 @@ class ShapeOracle(keras_tuner.Oracle):
 
     @property
     def compute_spent(self):
-        """GFLOPs of the budgets of all completed trials (for progress)."""
-        return float(sum(
-            t.hyperparameters.values[COMPUTE_METRIC]
-            for t in self.trials.values()
-            if t.status == TrialStatus.COMPLETED
-        ))
+        """GFLOPs trained by all completed trials (`trials.compute_spent`)."""
+        return trials_lib.compute_spent(self.trials)
 
     def results(self, phase=None):
         """All observations as `keras_sovit.scaling.SweepResults`.
@@ -228,7 +232,8 @@ class ShapeOracle(keras_tuner.Oracle):
             "method": self.method,
             "proposal": self._state.proposals_.get("target"),
             "control": self._state.proposals_.get("control"),
-            "final_results": report_lib.final_scores(self.trials),
+            "final_results": trials_lib.final_scores(
+                self.trials, PhaseName.FINAL.value),
         })
 
     # ------------------------------------------------------------------
@@ -247,6 +252,8 @@ class ShapeOracle(keras_tuner.Oracle):
                 self._state.phase = self._next_phase(phase.name)
             else:
                 self._state.plans.pop(phase.name)
+            if self._state.stopped_:
+                self._state.phase = PhaseName.DONE.value
             self._write_report()
         return {"status": TrialStatus.STOPPED, "values": None}
 
@@ -259,6 +266,7 @@ class ShapeOracle(keras_tuner.Oracle):
     def update_space(self, hyperparameters):
         names = {hp.name for hp in hyperparameters.space}
         if names and not self._state.space_checked:
+            self._state.branch_budgets_ = BUDGET_FRACTIONS_HP in names
             missing = [n for n in TRIAL_HP_NAMES if n not in names]
             if missing:
                 raise ValueError(
@@ -280,7 +288,8 @@ class ShapeOracle(keras_tuner.Oracle):
         if self._state.space_checked:
             return space
         hps = keras_tuner.HyperParameters()
-        hps.merge([hp for hp in space.space if hp.name not in TRIAL_HP_NAMES])
+        own = TRIAL_HP_NAMES + OPTIONAL_HP_NAMES
+        hps.merge([hp for hp in space.space if hp.name not in own])
         return hps
 
     def get_state(self):
@@ -313,7 +322,7 @@ class ShapeOracle(keras_tuner.Oracle):
         return phases_lib.SearchContext(
             config=self.config, state=self._state,
             observe=lambda phases: self._observe(phases, finished=True),
-            seed=int(self.seed) % (2**31),
+            seed=int(self.seed) % (2**31), trial_metrics=self._metrics,
         )
 
     def _next_phase(self, current):
@@ -350,26 +359,13 @@ class ShapeOracle(keras_tuner.Oracle):
     # Observations, hyperparameters and files.
 
     def _observe(self, phases=None, finished=False):
-        """Rows of the completed trials of `phases` (all when `None`).
+        return trials_lib.observations(
+            self.trials, self.objective.name, self.config.image_size,
+            phases, finished, self._exclude,
+        )
 
-        With `finished`, only finished runs (`cooled="true"` rows).
-        """
-        results = SweepResults()
-        for trial_id in sorted(self.trials, key=lambda i: (len(i), i)):
-            trial = self.trials[trial_id]
-            if phases is not None and (
-                trial.hyperparameters.values.get(PHASE_HP) not in phases
-            ):
-                continue
-            if trial.status == TrialStatus.FAILED:
-                self._exclude(trial_id, "trial failed")
-            rows = trial_rows(trial.get_state(), self.objective.name,
-                              self.config.image_size)
-            if trial.status == TrialStatus.COMPLETED and not rows:
-                self._exclude(trial_id, "no finite objective value")
-            results.extend(r for r in rows
-                           if not finished or r["cooled"] == "true")
-        return results
+    def _metrics(self, phase):
+        return trials_lib.final_metrics(self.trials, phase)
 
     def _exclude(self, trial_id, reason):
         if trial_id not in self._state.excluded_trials_:

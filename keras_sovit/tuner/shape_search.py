@@ -42,6 +42,10 @@ class ShapeSearch(keras_tuner.Tuner):
         n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
         max_grid_extensions: int. Grid extensions allowed.
         phases: tuple of str. Registered phase names, in order.
+        replicates: int. Seeds of every sweep trial.
+        final_seeds: int. Seeds of every final trial.
+        branch_budgets: bool or `None`. One run per trial for several
+            budgets; `None`: when the hypermodel declares them.
         seed: int or `None`. Random seed.
         max_retries_per_trial: int. Retries of a crashed trial.
         max_consecutive_failed_trials: int. Failures in a row that abort.
@@ -90,6 +94,9 @@ class ShapeSearch(keras_tuner.Tuner):
         n_bootstrap=200,
         max_grid_extensions=8,
         phases=DEFAULT_PHASES,
+        replicates=1,
+        final_seeds=1,
+        branch_budgets=None,
         seed=None,
         max_retries_per_trial=0,
         max_consecutive_failed_trials=3,
@@ -115,6 +122,9 @@ class ShapeSearch(keras_tuner.Tuner):
             n_bootstrap=n_bootstrap,
             max_grid_extensions=max_grid_extensions,
             phases=phases,
+            replicates=replicates,
+            final_seeds=final_seeds,
+            branch_budgets=branch_budgets,
             seed=seed,
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,

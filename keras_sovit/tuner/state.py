@@ -40,6 +40,12 @@ class SearchState:
         excluded_trials_: dict. Trial id -> why it is not in the fits.
         space_checked: bool. Whether the hypermodel's hyperparameters
             were checked.
+        branch_budgets_: bool. Whether the hypermodel declared
+            `budget_fractions` (it trains several budgets in one run).
+        signal_: dict or `None`. The signal gate's checks.
+        final_: list. The final comparison, one entry per role.
+        verdict_: dict or `None`. The proposal against the baselines.
+        stopped_: str or `None`. Why the search stopped early.
     """
 
     phase: str
@@ -56,6 +62,11 @@ class SearchState:
     validation_: dict = None
     excluded_trials_: dict = dataclasses.field(default_factory=dict)
     space_checked: bool = False
+    branch_budgets_: bool = False
+    signal_: dict = None
+    final_: list = dataclasses.field(default_factory=list)
+    verdict_: dict = None
+    stopped_: str = None
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -105,7 +105,8 @@ def manual_shots(labels, n, seed, num_classes):
 def test_evaluator_matches_manual_sampling_and_probe():
     train, test = image_data(90, 150, 3, seed=3)
     evaluator = FewShotEvaluator(
-        train, test, shots=(4, 10), l2_regs=(2.0,), seed=7, batch_size=16
+        train, test, shots=(4, 10), l2_regs=(2.0,), seed=7, batch_size=16,
+        num_draws=1,
     )
     got = evaluator.evaluate(flatten_model())
     for n in (4, 10):
@@ -121,28 +122,93 @@ def test_evaluator_matches_manual_sampling_and_probe():
     assert 0.0 < got["fewshot_4shot_error"] < 0.7
 
 
-def test_l2_selected_on_held_out_shots():
+def test_l2_chosen_by_leave_one_shot_out_cross_validation():
     train, test = image_data(120, 90, 3, seed=5, sep=0.6)
     l2_regs = (1e-3, 1.0, 1e3)
     evaluator = FewShotEvaluator(
-        train, test, shots=(10,), l2_regs=l2_regs, holdout_fraction=0.3
+        train, test, shots=(10,), l2_regs=l2_regs, num_draws=1
     )
     got = evaluator.evaluate(flatten_model())["fewshot_10shot_error"]
     per_class = manual_shots(train[1], 10, 0, 3)
-    fit = np.concatenate([p[:7] for p in per_class])
-    held = np.concatenate([p[7:] for p in per_class])
     flat = train[0].reshape(120, -1)
-    errors = [
-        fewshot_error(flat[fit], train[1][fit], flat[held], train[1][held], v)
-        for v in l2_regs
-    ]
-    best = max(v for v, e in zip(l2_regs, errors) if e == min(errors))
-    assert evaluator.selected_l2[10] == [best]
-    ids = np.concatenate(per_class)
+    # Fold j holds out the j-th shot of every class; never the test set.
+    wrong = {v: 0 for v in l2_regs}
+    for j in range(10):
+        held = np.array([p[j] for p in per_class])
+        fit = np.concatenate([np.delete(p[:10], j) for p in per_class])
+        for v in l2_regs:
+            wrong[v] += 3 * fewshot_error(
+                flat[fit], train[1][fit], flat[held], train[1][held], v
+            )
+    best_errors = min(wrong.values())
+    candidates = [v for v in l2_regs if wrong[v] == best_errors]
+    chosen = evaluator.selected_l2[10][0]
+    assert chosen in candidates
+    ids = np.concatenate([p[:10] for p in per_class])
     want = fewshot_error(
-        flat[ids], train[1][ids], test[0].reshape(90, -1), test[1], best
+        flat[ids], train[1][ids], test[0].reshape(90, -1), test[1], chosen
     )
     assert got == pytest.approx(want)
+
+
+def test_fixed_l2_and_draws_average_with_a_crossed_standard_error():
+    train, test = image_data(150, 120, 3, seed=6, sep=0.6)
+    evaluator = FewShotEvaluator(
+        train, test, shots=(3,), l2_reg=4.0, num_draws=4, seed=2
+    )
+    got = evaluator.evaluate(flatten_model())
+    assert evaluator.selected_l2[3] == [4.0] * 4
+    flat_train, flat_test = train[0].reshape(150, -1), test[0].reshape(120, -1)
+    errors = []
+    for draw in range(4):
+        ids = np.concatenate(manual_shots(train[1], 3, 2 + draw, 3))
+        errors.append(fewshot_error(
+            flat_train[ids], train[1][ids], flat_test, test[1], 4.0
+        ))
+    assert got["fewshot_3shot_error"] == pytest.approx(np.mean(errors))
+    # The standard error is at least the test-set part and covers the
+    # spread of the draws.
+    p = np.mean(errors)
+    assert got["fewshot_3shot_error_se"] >= 0.9 * np.sqrt(p * (1 - p) / 120)
+    assert got["fewshot_3shot_error_se"] >= np.std(errors, ddof=1) / 2 * 0.9
+
+
+def test_crossed_standard_error_matches_simulation():
+    from keras_sovit.evaluation import crossed_mean_se
+
+    # z[d, i] = 1 with probability clip(0.3 + a_d + b_i): draw and example
+    # effects. The formula must match the spread of the grand mean over
+    # fresh draws and fresh test sets.
+    rng = np.random.default_rng(0)
+
+    def sample():
+        a = rng.normal(0, 0.08, size=(5, 1))
+        b = rng.normal(0, 0.15, size=(1, 400))
+        p = np.clip(0.3 + a + b, 0, 1)
+        return (rng.random((5, 400)) < p).astype(float)
+
+    tables = [sample() for _ in range(400)]
+    spread = np.std([t.mean() for t in tables])
+    estimates = np.mean([crossed_mean_se(t) for t in tables])
+    assert estimates == pytest.approx(spread, rel=0.15)
+    # With one draw only the test-set part is left.
+    assert crossed_mean_se(tables[0][:1]) == pytest.approx(
+        tables[0][0].std(ddof=1) / 20
+    )
+
+
+def test_stratified_test_subset():
+    from keras_sovit.evaluation import stratified_subset
+
+    train, test = image_data(60, 90, 3, seed=9)
+    evaluator = FewShotEvaluator(
+        train, test, shots=(2,), test_per_class=20, num_draws=1
+    )
+    assert np.bincount(test[1][evaluator._test_ids]).tolist() == [20] * 3
+    ids = stratified_subset(test[1], 20, seed=0)
+    np.testing.assert_array_equal(ids, evaluator._test_ids)
+    with pytest.raises(ValueError, match="per_class"):
+        stratified_subset(test[1], 31)
 
 
 def test_deterministic_with_seed_and_seed_matters():
@@ -182,9 +248,9 @@ def test_backbone_token_features_are_mean_pooled():
     )
     model = keras.Model(inputs, outputs)
     model.backbone = backbone
-    got = FewShotEvaluator(train, test, shots=(6,), l2_regs=(1.0,)).evaluate(
-        model
-    )
+    got = FewShotEvaluator(
+        train, test, shots=(6,), l2_regs=(1.0,), num_draws=1
+    ).evaluate(model)
     ids = np.concatenate(manual_shots(train[1], 6, 0, 3))
     pooled_train = train[0].reshape(60, 4, 3).mean(1)
     pooled_test = test[0].reshape(60, 4, 3).mean(1)
@@ -255,7 +321,8 @@ def test_evaluator_bad_inputs():
     for kwargs, name in [
         (dict(shots=(0,)), "shots"),
         (dict(l2_regs=(-1.0,)), "l2_reg"),
-        (dict(holdout_fraction=1.0), "holdout_fraction"),
+        (dict(l2_reg=0.0), "l2_reg"),
+        (dict(num_draws=0), "num_draws"),
         (dict(batch_size=0), "batch_size"),
     ]:
         with pytest.raises(ValueError, match=name):

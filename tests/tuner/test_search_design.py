@@ -5,6 +5,7 @@ import json
 import os
 
 import keras_tuner
+import numpy as np
 import pytest
 from keras_tuner.engine.trial import TrialStatus
 
@@ -240,3 +241,142 @@ def test_mid_schedule_values_are_kept_out_of_the_fits(tmp_path):
     assert rows[budget / 4]["metric_se"] == 0.01
     fitted = oracle._observe(finished=True)
     assert sorted(r["compute_gflops"] for r in fitted) == [budget / 4, budget]
+
+
+TINY = dict(
+    objective=keras_tuner.Objective(METRIC, "min"), target_compute=1e5,
+    star_center=keras_sovit.ShapeSpec(64, 4, 256, 4, patch_size=4),
+    star_grids={"width": [16, 32, 48], "depth": [1, 2, 3],
+                "mlp_dim": [64, 128, 192]},
+    star_budgets=[250.0, 500.0, 1000.0],
+    grid={"width": [16, 32, 48], "depth": [1, 2, 3], "mlp_dim": [128]},
+    grid_budget=100.0, image_size=32, n_bootstrap=20, seed=3,
+    max_consecutive_failed_trials=1,
+)
+
+
+def answer_branched(oracle, trial, loss, se=0.01):
+    """A branched run: one cooled value per budget fraction, with SEs."""
+    values = trial.hyperparameters.values
+    shape = keras_sovit.ShapeSpec.from_dict(values)
+    budget = values["compute_gflops"]
+    fractions = [float(f) for f in values.get(
+        "budget_fractions", "1").split(",")]
+    metrics = {}
+    for i, fraction in enumerate(fractions):
+        value = loss(shape, budget * fraction, values.get("seed", 0))
+        metrics.update({
+            f"{METRIC}@{i}": value, f"{METRIC}_se@{i}": se,
+            f"compute_gflops@{i}": budget * fraction, f"cooled@{i}": 1.0,
+        })
+    metrics.update({METRIC: value, f"{METRIC}_se": se,
+                    "compute_gflops": budget,
+                    "charged_gflops": budget * (1 + 0.2 * len(fractions)),
+                    f"untrained_{METRIC}": 2.3})
+    oracle.update_trial(trial.trial_id, metrics)
+    trial.status = TrialStatus.COMPLETED
+    oracle.end_trial(trial)
+
+
+def run_branched(oracle, loss, se=0.01):
+    trials = []
+    while True:
+        trial = oracle.create_trial("tuner0")
+        if trial.status == TrialStatus.STOPPED:
+            return trials
+        answer_branched(oracle, trial, loss, se)
+        trials.append(trial)
+
+
+def tiny_loss(shape, compute, seed=0):
+    law = keras_sovit.scaling.DataLimitedLaw(
+        alpha={"width": 3.0, "depth": 0.6, "mlp_dim": 3.0},
+        a={"width": 0.5, "depth": 0.7, "mlp_dim": 0.5},
+        B=30.0, c=0.5, eps=0.2, image_size=32,
+    )
+    return law.loss(shape, compute) * (1 + 0.003 * ((seed % 3) - 1))
+
+
+def test_one_branched_trial_per_star_shape_with_replicates(tmp_path):
+    oracle = ShapeOracle(**dict(TINY, branch_budgets=True, replicates=2,
+                                final_trials=()))
+    oracle._set_project_dir(str(tmp_path), "p")
+    trials = run_branched(oracle, tiny_loss)
+    star = [t.hyperparameters.values for t in trials
+            if t.hyperparameters.values["phase"] == "star"]
+    shapes = {json.dumps({k: v[k] for k in ("width", "depth", "mlp_dim")})
+              for v in star}
+    assert len(shapes) == 3 * 3 + 1 and len(star) == 2 * len(shapes)
+    assert {v["seed"] for v in star} == {0, 1}
+    assert {v["budget_fractions"] for v in star} == {"0.25,0.5,1"}
+    assert {v["compute_gflops"] for v in star} == {1000.0}
+    grid = [t.hyperparameters.values for t in trials
+            if t.hyperparameters.values["phase"] == "grid"]
+    assert {v["budget_fractions"] for v in grid} == {"0.25,0.5,1"}
+    # Every budget of every run is a row of the star fit.
+    assert len(oracle.results("star")) == 3 * len(star)
+    assert oracle.compute_spent == pytest.approx(sum(
+        t.hyperparameters.values["compute_gflops"] * 1.6 for t in trials))
+    assert oracle.state.signal_["passed"] is True
+    assert oracle.proposal is not None
+
+
+def test_signal_gate_stops_a_search_that_measures_noise(tmp_path):
+    def flat(shape, compute, seed=0):  # Compute does not help.
+        return 1.0 + 0.01 * ((hash((shape, seed)) % 7) - 3)
+
+    oracle = ShapeOracle(**dict(TINY, branch_budgets=True, replicates=2,
+                                final_trials=("proposal",)))
+    oracle._set_project_dir(str(tmp_path), "p")
+    trials = run_branched(oracle, flat, se=0.05)
+    # Stopped right after the star sweep: no grid, no final trials.
+    assert {t.hyperparameters.values["phase"] for t in trials} == {"star"}
+    assert oracle.phase == "done" and oracle.proposal is None
+    signal = report_of(oracle)["signal_"]
+    assert signal["passed"] is False
+    assert signal["checks"]["budget"] is False
+    assert signal["checks"]["trained"] is True  # 1.0 < 2.3 untrained.
+    assert "raise the star budgets" in oracle.state.stopped_
+
+
+def test_final_roles_with_seeds_and_a_verdict(tmp_path):
+    oracle = ShapeOracle(**dict(
+        TINY, branch_budgets=True, final_seeds=3,
+        final_trials=("proposal", "standard", "x0"),
+    ))
+    oracle._set_project_dir(str(tmp_path), "p")
+    trials = run_branched(oracle, tiny_loss)
+    final = [t.hyperparameters.values for t in trials
+             if t.hyperparameters.values["phase"] == "final"]
+    assert len(final) == 9 and {v["seed"] for v in final} == {0, 1, 2}
+    entries = {e["role"]: e for e in oracle.state.final_}
+    assert set(entries) == {"proposal", "standard", "x0"}
+    for entry in entries.values():
+        assert entry["seeds"] == [0, 1, 2]
+        shape = keras_sovit.ShapeSpec.from_dict(entry["shape"])
+        values = [tiny_loss(shape, 1e5, s) for s in range(3)]
+        assert entry["objective_mean"] == pytest.approx(np.mean(values))
+        assert entry["objective_se"] == pytest.approx(
+            np.std(values, ddof=1) / np.sqrt(3))
+    standard = keras_sovit.ShapeSpec.from_dict(entries["standard"]["shape"])
+    assert standard.mlp_dim == 4 * standard.width
+    verdict = oracle.state.verdict_
+    assert verdict["verdict"] in ("better", "worse", "not distinguishable")
+    assert verdict["standard"]["difference"] == pytest.approx(
+        entries["proposal"]["objective_mean"]
+        - entries["standard"]["objective_mean"])
+
+
+def test_the_standard_baseline_does_not_depend_on_the_proposal():
+    grid = ShapeGrid(Rounding(), {"width": 16, "depth": 1, "mlp_dim": 16},
+                     BASE, (224, 224))
+    standard = grid.standard(BASE, 9e9, 9e11)
+    again = grid.standard(BASE, 9e9, 9e11)
+    assert standard == again and standard.mlp_dim == 4 * standard.width
+    # Half of the 100x compute growth goes into per-example compute.
+    ratio = standard.gflops(224) / BASE.gflops(224)
+    assert 10 / 1.3 < ratio < 10 * 1.3
+    # Its aspect is the ViT family's: B/16 is 768 wide and 12 deep.
+    from keras_sovit.tuner.proposals import standard_depth
+    assert standard_depth(768) == pytest.approx(12)
+    assert standard_depth(1024) == pytest.approx(24)

@@ -1,8 +1,9 @@
 """`examples/shape_search.py` end to end, with a very small configuration.
 
-The paper's exponents are given (no star sweep), the grid sweep is a single
-16 px shape, and the two final trials (proposal and standard-shaped
-control) train for a few steps on animal_mnist.
+The paper's exponents are given (no star sweep, so no signal gate), the
+grid sweep is a single 16 px shape whose one run reports three cooled
+budgets, and the three final roles (proposal, standard ViT, x0) train for
+a few steps on animal_mnist with two seeds each.
 """
 
 import importlib.util
@@ -22,8 +23,8 @@ EXAMPLE = os.path.join(
 )
 EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
 BASE = keras_sovit.ShapeSpec(32, 1, 64, 4, patch_size=4)
-GRID_BUDGET = 0.1
-TARGET = 0.5
+GRID_BUDGET = 0.4
+TARGET = 1.0
 
 
 def _load_example():
@@ -49,8 +50,8 @@ def report(tmp_path_factory):
         "--grid-widths", "32", "--grid-depths", "1", "--grid-mlps", "64",
         "--grid-budget", str(GRID_BUDGET),
         "--target-compute", str(TARGET),
-        "--fewshot-examples", "100",
-        "--shots", "2",
+        "--final-seeds", "2",
+        "--validation-per-class", "10",
         "--batch-size", "16",
         "--output-dir", str(output),
         "--overwrite",
@@ -64,20 +65,27 @@ def report(tmp_path_factory):
 def test_report_json_is_written_and_matches_the_return_value(report):
     returned, saved, _ = report
     assert saved["proposal"] == returned["proposal"]
-    assert saved["trials_done"] == {"grid": 1, "final": 2}
-    assert saved["trials_total"] == 3
-    assert saved["phase"] == "done"
+    assert saved["objective"] == "val_loss"
+    assert saved["phase"] == "done" and saved["stopped"] is None
     assert saved["method"] == "paper"
     assert saved["exponents"] is None  # Given, not fitted.
+    phases = [t["values"]["phase"] for t in saved["timings"]]
+    assert phases.count("grid") == 1 and phases.count("final") == 6
 
 
 def test_proposal_scales_the_grid_optimum_with_the_given_exponents(report):
-    _, saved, _ = report
+    _, saved, output = report
     assert saved["base_shape"] == BASE.to_dict()
-    # One grid shape is optimal from its first compute checkpoint on, so
-    # t0 is the compute it had reached at half of the grid budget.
+    # One grid shape is optimal at every cooled budget of its run, so t0 is
+    # the smallest of them (B/4, floored to whole steps).
+    rows = keras_sovit.scaling.SweepResults.from_csv(
+        str(output / "shape_search" / "sweep_results.csv"))
+    grid = [r["compute_gflops"] for r in rows if r["phase"] == "grid"]
+    assert len(grid) == 3
     t0 = saved["base_compute"]
-    assert GRID_BUDGET / 2 <= t0 <= GRID_BUDGET / 2 * 1.2
+    assert t0 == min(grid)
+    step = BASE.gflops(16) * 16
+    assert GRID_BUDGET / 4 - step < t0 <= GRID_BUDGET / 4
     # x_k = x0_k * (T / t0) ** (s_k / 3), widths and MLP to multiples of 16.
     tau = TARGET / t0
     width = 16 * round(32 * tau ** (EXPONENTS["width"] / 3) / 16)
@@ -88,32 +96,41 @@ def test_proposal_scales_the_grid_optimum_with_the_given_exponents(report):
     ).to_dict()
 
 
-def test_table_rows_hold_both_final_trials(report):
+def test_final_table_has_three_roles_with_seeds_and_a_verdict(report):
     _, saved, _ = report
-    rows = {row["role"]: row for row in saved["table"]}
-    assert sorted(rows) == ["control", "proposal"]
+    rows = {row["role"]: row for row in saved["final"]}
+    assert sorted(rows) == ["proposal", "standard", "x0"]
     assert rows["proposal"]["shape"] == saved["proposal"]
-    assert rows["control"]["shape"] == saved["control"]
-    control = keras_sovit.ShapeSpec.from_dict(saved["control"])
-    assert control.mlp_dim == 4 * control.width
+    assert rows["x0"]["shape"] == BASE.to_dict()
+    standard = keras_sovit.ShapeSpec.from_dict(rows["standard"]["shape"])
+    assert standard.mlp_dim == 4 * standard.width
     for row in rows.values():
-        shape = keras_sovit.ShapeSpec.from_dict(row["shape"])
-        assert row["status"] == "COMPLETED"
-        assert row["params"] == shape.num_params(16, num_classes=10)
-        per_example = shape.gflops(16)
-        assert row["gflops_per_example"] == pytest.approx(per_example)
-        # Stopped at the last whole batch of 16 within the budget.
-        steps = math.floor(TARGET / (per_example * 16) + 1e-9)
-        assert row["compute_gflops"] == pytest.approx(steps * 16 * per_example)
-        assert 0.0 <= row["fewshot_error"] <= 1.0
-        assert 0.0 <= row["test_accuracy"] <= 1.0
+        assert row["seeds"] == [0, 1]
+        assert len(row["values"]) == 2
+        mean = sum(row["values"]) / 2
+        assert row["objective_mean"] == pytest.approx(mean)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in row["values"]))
+        assert row["objective_se"] == pytest.approx(sd / math.sqrt(2))
+    assert saved["verdict"]["verdict"] in (
+        "better", "worse", "not distinguishable")
 
 
-def test_oracle_project_files_exist(report):
+def test_every_final_run_learned_more_than_the_untrained_network(report):
     _, saved, output = report
-    assert os.path.exists(saved["oracle_report"])
     with open(saved["oracle_report"]) as f:
-        oracle_report = json.load(f)
-    assert oracle_report["proposal"] == saved["proposal"]
-    assert len(oracle_report["final_results"]) == 2
-    assert os.path.exists(output / "shape_search" / "sweep_results.csv")
+        assert json.load(f)["proposal"] == saved["proposal"]
+    trials = [t for t in saved["timings"] if t["values"]["phase"] == "final"]
+    for timing in trials:
+        path = output / "shape_search" / f"trial_{timing['trial_id']}" / (
+            "trial.json")
+        with open(path) as f:
+            metrics = json.load(f)["metrics"]["metrics"]
+
+        def last(name):
+            return metrics[name]["observations"][-1]["value"][0]
+
+        # The head's validation loss fell below the untrained network's by
+        # more than two standard errors, and a test accuracy was measured.
+        gap = last("untrained_val_loss") - last("val_loss")
+        assert gap > 2 * last("val_loss_se")
+        assert "test_error" in metrics

@@ -1,0 +1,302 @@
+"""Data loading, feature extraction and standard errors for evaluators."""
+
+import contextlib
+
+import keras
+import numpy as np
+
+from keras_sovit._validation import check_positive_int
+
+# Features memoised within one `feature_cache()` block (one model state).
+_CACHE = []
+
+
+def to_int_labels(labels):
+    labels = np.asarray(labels)
+    if labels.ndim == 2:  # one-hot (or soft) labels
+        return np.argmax(labels, axis=1)
+    return labels.reshape(-1)
+
+
+def iterate(data, batch_size, name):
+    """Yields (images, int labels) numpy batches from arrays or tf.data."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = np.asarray(data[0]), np.asarray(data[1])
+        if len(images) != len(labels):
+            raise ValueError(
+                f"`{name}` images and labels differ in length: "
+                f"{len(images)} vs {len(labels)}"
+            )
+        for start in range(0, len(images), batch_size):
+            stop = start + batch_size
+            yield images[start:stop], to_int_labels(labels[start:stop])
+        return
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        raise ValueError(
+            f"`{name}` must be a tf.data.Dataset of (image, label) or a tuple "
+            f"(images, labels) of arrays. Received: {type(data).__name__}"
+        )
+    if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"`{name}` is an infinite (repeated) dataset; pass a dataset "
+            "that makes one pass, e.g. input_pipeline(..., training=False)."
+        )
+    spec = data.element_spec
+    if isinstance(spec, dict):
+        data = data.map(lambda d: (d["image"], d["label"]))
+        spec = data.element_spec
+    if spec[0].shape.rank == 3:  # unbatched examples
+        data = data.batch(batch_size)
+    for images, labels in data.as_numpy_iterator():
+        yield images, to_int_labels(labels)
+
+
+def as_labels(name, value, num_examples):
+    value = np.asarray(value)
+    if value.ndim != 1 or value.shape[0] != num_examples:
+        raise ValueError(
+            f"`{name}` must be a 1-D array of {num_examples} integer labels. "
+            f"Received shape: {value.shape}"
+        )
+    if not np.issubdtype(value.dtype, np.integer):
+        if not np.all(np.equal(np.mod(value, 1), 0)):
+            raise ValueError(f"`{name}` must hold integer class ids.")
+        value = value.astype(np.int64)
+    return value
+
+
+def load_arrays(data, batch_size, name):
+    """All `(images, int labels)` of a one-pass dataset, as arrays.
+
+    A tuple of arrays comes back as the same image array (not a copy), so
+    evaluators given one array share its features in a `feature_cache`.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(
+        data[0], np.ndarray
+    ):
+        images, labels = data[0], to_int_labels(data[1])
+        if len(images) != len(labels) or not len(labels):
+            raise ValueError(
+                f"`{name}` must hold as many images as labels, at least "
+                f"one. Received: {len(images)} images, {len(labels)} labels"
+            )
+        return images, as_labels(f"{name} labels", labels, len(labels))
+    images, labels = [], []
+    for x, y in iterate(data, batch_size, name):
+        images.append(x)
+        labels.append(y)
+    if not labels or sum(len(y) for y in labels) == 0:
+        raise ValueError(f"`{name}` is empty: it yielded no examples.")
+    labels = np.concatenate(labels)
+    return np.concatenate(images), as_labels(f"{name} labels", labels,
+                                             len(labels))
+
+
+def collect_labels(data, batch_size, name):
+    labels = [y for _, y in iterate(data, batch_size, name)]
+    if not labels or sum(len(y) for y in labels) == 0:
+        raise ValueError(f"`{name}` is empty: it yielded no examples.")
+    labels = np.concatenate(labels)
+    return as_labels(f"{name} labels", labels, len(labels))
+
+
+def check_label_range(name, labels, num_classes):
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"`{name}` has labels out of range [0, {num_classes}): "
+            f"{sorted(set(bad.tolist()))[:5]}. Pass the right `num_classes`."
+        )
+
+
+def check_num_classes(num_classes, labels):
+    if num_classes is None:
+        return int(labels.max()) + 1
+    return check_positive_int("num_classes", num_classes)
+
+
+def predict_padded(model, images, batch_size):
+    """`model.predict` in chunks of exactly `batch_size` (the last padded).
+
+    Every call feeds batches of one shape, so one compiled predict function
+    serves every evaluator and every set size (no retrace for a short last
+    batch), and the batch divides evenly over the devices of a
+    data-parallel distribution when `batch_size` does. `predict`, not
+    `predict_on_batch`: under a tf.distribute strategy Keras 3.15
+    `predict_on_batch` feeds the whole batch to every replica.
+    """
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        short = batch_size - len(chunk)
+        if short:
+            pad = np.zeros((short, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        chunks.append(_predict(model, chunk)[: batch_size - short])
+    return np.concatenate(chunks)
+
+
+def _predict(model, images):
+    out = model.predict(images, batch_size=len(images), verbose=0)
+    if isinstance(out, dict):
+        raise ValueError(
+            "The model returned a dict; evaluators need a model (or "
+            "`.backbone`) that returns one tensor."
+        )
+    return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
+
+
+@contextlib.contextmanager
+def feature_cache():
+    """Shares feature extraction between evaluators of one model state.
+
+    Inside the block, `extract_features` computes the features of a given
+    (model, images array) pair once; evaluators that score the same array
+    (e.g. a few-shot and a many-shot probe with one test set) reuse them.
+    The weights must not change inside the block.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with keras_sovit.evaluation.feature_cache():
+        pass  # run several evaluators on `model` here
+    ```
+    """
+    _CACHE.append({})
+    try:
+        yield
+    finally:
+        _CACHE.pop()
+
+
+def caching():
+    """Whether a `feature_cache` block is active."""
+    return bool(_CACHE)
+
+
+def extract_features(model, images, batch_size):
+    """Pooled features of `model.backbone` (or the model), float64.
+
+    Token features `(B, T, D)` are averaged over the token axes.
+    """
+    extractor = getattr(model, "backbone", None)
+    if extractor is None:
+        extractor = model
+    key = (id(extractor), id(images), len(images))
+    if _CACHE and key in _CACHE[-1]:
+        return _CACHE[-1][key][1]
+    features = predict_padded(extractor, images, batch_size)
+    if features.ndim > 2:
+        features = features.mean(axis=tuple(range(1, features.ndim - 1)))
+    if _CACHE:
+        # Keep `images` alive so its id is not reused within the block.
+        _CACHE[-1][key] = (images, features)
+    return features
+
+
+def stratified_subset(labels, per_class, seed=0):
+    """Indices of `per_class` examples of every class, seeded and sorted.
+
+    Each class's examples are permuted with
+    `numpy.random.default_rng((seed, class_id))` and the first `per_class`
+    kept, so the subset of one class never depends on the others.
+
+    Args:
+        labels: 1-D array of int class ids.
+        per_class: int. Examples kept per class.
+        seed: int. Defaults to `0`.
+
+    Returns:
+        A sorted int array of indices into `labels`.
+
+    Example:
+
+    ```python
+    labels = np.arange(100) % 4
+    ids = keras_sovit.evaluation.stratified_subset(labels, 5)
+    np.bincount(labels[ids])  # [5, 5, 5, 5]
+    ```
+    """
+    labels = np.asarray(labels).reshape(-1)
+    per_class = check_positive_int("per_class", per_class)
+    chosen = []
+    for class_id in np.unique(labels):
+        members = np.flatnonzero(labels == class_id)
+        if len(members) < per_class:
+            raise ValueError(
+                f"`per_class`={per_class} but class {int(class_id)} has only "
+                f"{len(members)} examples. Received: per_class={per_class}"
+            )
+        rng = np.random.default_rng((int(seed), int(class_id)))
+        chosen.append(rng.permutation(members)[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
+def mean_se(values):
+    """Standard error of the mean of i.i.d. per-example values."""
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        return float("nan")
+    return float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def stratified_mean_se(values, labels):
+    """Standard error of a mean over a test set drawn per class.
+
+    With `n_c` examples drawn from class `c` (fixed counts, as in a
+    stratified split), the overall mean is `sum_c w_c * mean_c` with
+    `w_c = n_c / n`, and its variance is `sum_c w_c**2 * s_c**2 / n_c`
+    (`s_c` the within-class sample standard deviation). It is smaller than
+    the plain i.i.d. standard error by the between-class variance.
+    """
+    values = np.asarray(values, np.float64)
+    labels = np.asarray(labels)
+    n = len(values)
+    variance = 0.0
+    for class_id in np.unique(labels):
+        members = values[labels == class_id]
+        if len(members) < 2:
+            return mean_se(values)
+        weight = len(members) / n
+        variance += weight**2 * members.var(ddof=1) / len(members)
+    return float(np.sqrt(variance))
+
+
+def crossed_mean_se(errors):
+    """Standard error of a mean over shot draws x a shared test set.
+
+    `errors` is a `(draws, test examples)` array (0/1 per prediction).
+    The grand mean generalises over both new shot draws and new test
+    examples; with the two-way random-effects decomposition
+    `z[d, i] = m + a_d + b_i + e_di` its variance is
+    `var(a) / D + var(b) / n + var(e) / (D n)`, estimated from the mean
+    squares of rows (`MS_r`), columns (`MS_c`) and interaction (`MS_e`) as
+    `(max(MS_r - MS_e, 0) + max(MS_c - MS_e, 0) + MS_e) / (D n)`. With one
+    draw it is the plain per-example standard error (the draw-to-draw
+    variance is then unknown, and not included).
+
+    Example:
+
+    ```python
+    errors = np.random.default_rng(0).random((5, 300)) < 0.3
+    keras_sovit.evaluation.crossed_mean_se(errors)  # about 0.012
+    ```
+    """
+    z = np.asarray(errors, np.float64)
+    draws, n = z.shape
+    if draws == 1:
+        return mean_se(z[0])
+    grand = z.mean()
+    rows = z.mean(axis=1, keepdims=True)
+    cols = z.mean(axis=0, keepdims=True)
+    ms_rows = n * np.sum((rows - grand) ** 2) / (draws - 1)
+    ms_cols = draws * np.sum((cols - grand) ** 2) / (n - 1)
+    residual = z - rows - cols + grand
+    ms_int = np.sum(residual**2) / ((draws - 1) * (n - 1))
+    variance = (
+        max(ms_rows - ms_int, 0.0) + max(ms_cols - ms_int, 0.0) + ms_int
+    ) / (draws * n)
+    return float(np.sqrt(variance))
