@@ -209,9 +209,42 @@ def build_model(
     """
     from keras_sovit.models import SoViTBackbone
     from keras_sovit.models import SoViTClassifier
-    from keras_sovit.models.sovit_backbone import check_image_shape
 
     arrays = dict(arrays)
+    spec, channels = _infer_spec(arrays, num_heads, source)
+    for key, value in list(arrays.items()):
+        arrays[key] = _heads_layout(key, value, spec)
+    pool_type = _pool_type(arrays, pool_type, default_pool_type)
+    posemb = "learn" if "pos_embedding" in arrays else "sincos2d"
+    image_shape = _image_shape(arrays, image_shape, spec.patch_size,
+                               channels, resample_order)
+    num_classes, file_classes, rep_size = _head(arrays, num_classes)
+    model = SoViTBackbone(
+        spec,
+        image_shape=image_shape,
+        pool_type=pool_type,
+        posemb=posemb,
+        approximate_gelu=approximate_gelu,
+        dtype=dtype,
+    )
+    if num_classes:
+        model = SoViTClassifier(
+            model, num_classes, rep_size=rep_size, dtype=dtype
+        )
+    unused = sorted(set(arrays) - set(model_variables(model)))
+    if unused:
+        raise ValueError(
+            f"The {source} checkpoint holds weights that a SoViT model "
+            f"has no place for: {unused}."
+        )
+    fresh = ("head/kernel", "head/bias") if num_classes != file_classes else ()
+    assign_arrays(model, arrays, fresh=fresh)
+    return model
+
+
+def _infer_spec(arrays, num_heads, source):
+    """The checkpoint's `ShapeSpec` and input channels, from its kernels
+    (heads from the attention kernels, else `num_heads` or the table)."""
     if "embedding/kernel" not in arrays:
         raise ValueError(
             f"The {source} checkpoint has no patch embedding kernel; found "
@@ -237,10 +270,11 @@ def build_model(
             )
         num_heads = query.shape[1]
     num_heads = heads_from_table(width, depth, mlp_dim, num_heads, source)
-    spec = ShapeSpec(width, depth, mlp_dim, num_heads, patch_size)
-    for key, value in list(arrays.items()):
-        arrays[key] = _heads_layout(key, value, spec)
+    return ShapeSpec(width, depth, mlp_dim, num_heads, patch_size), channels
 
+
+def _pool_type(arrays, pool_type, default_pool_type):
+    """`pool_type`, checked against the pooling head the file holds."""
     file_pool = None
     if "MAPHead_0/probe" in arrays:
         file_pool = "map"
@@ -260,8 +294,14 @@ def build_model(
             "(no MAPHead_0 / cls). Received: pool_type="
             f"{pool_type!r}"
         )
+    return pool_type
 
-    posemb = "learn" if "pos_embedding" in arrays else "sincos2d"
+
+def _image_shape(arrays, image_shape, patch_size, channels, order):
+    """The model's image shape (the checkpoint's grid when `None`); the
+    learned position embedding is resampled in place to its grid."""
+    from keras_sovit.models.sovit_backbone import check_image_shape
+
     if image_shape is not None:
         image_shape = check_image_shape(image_shape)
         if image_shape[2] != channels:
@@ -270,32 +310,36 @@ def build_model(
                 f"checkpoint's stem takes {channels}. Received: "
                 f"image_shape={image_shape!r}"
             )
-    if posemb == "learn":
-        table = arrays["pos_embedding"]
-        old_grid = checkpoint_grid(table.shape[1], image_shape, patch_size)
+    if "pos_embedding" not in arrays:
         if image_shape is None:
-            image_shape = (
-                old_grid[0] * patch_size,
-                old_grid[1] * patch_size,
-                channels,
+            raise ValueError(
+                "A checkpoint without a learned position embedding "
+                "(sincos2d) does not record its image size; pass "
+                "image_shape. Received: image_shape=None"
             )
-        new_grid = (image_shape[0] // patch_size, image_shape[1] // patch_size)
-        if new_grid != old_grid:
-            arrays["pos_embedding"] = resample_position_embedding(
-                table, new_grid, old_grid=old_grid, order=resample_order
-            )
-    elif image_shape is None:
-        raise ValueError(
-            "A checkpoint without a learned position embedding (sincos2d) "
-            "does not record its image size; pass image_shape. Received: "
-            "image_shape=None"
+        return image_shape
+    table = arrays["pos_embedding"]
+    old_grid = checkpoint_grid(table.shape[1], image_shape, patch_size)
+    if image_shape is None:
+        image_shape = (old_grid[0] * patch_size, old_grid[1] * patch_size,
+                       channels)
+    new_grid = (image_shape[0] // patch_size, image_shape[1] // patch_size)
+    if new_grid != old_grid:
+        arrays["pos_embedding"] = resample_position_embedding(
+            table, new_grid, old_grid=old_grid, order=order
         )
+    return image_shape
 
-    has_head = "head/kernel" in arrays
+
+def _head(arrays, num_classes):
+    """`(num_classes, file_classes, rep_size)`; a head the model will not
+    keep (another class count, or none) is dropped from `arrays`."""
     rep_size = None
     if "pre_logits/kernel" in arrays:
         rep_size = int(arrays["pre_logits/kernel"].shape[1])
-    file_classes = int(arrays["head/kernel"].shape[1]) if has_head else 0
+    file_classes = 0
+    if "head/kernel" in arrays:
+        file_classes = int(arrays["head/kernel"].shape[1])
     if num_classes is None:
         num_classes = file_classes
     num_classes = check_non_negative_int("num_classes", num_classes)
@@ -307,29 +351,7 @@ def build_model(
         arrays.pop("pre_logits/kernel", None)
         arrays.pop("pre_logits/bias", None)
         rep_size = None
-
-    backbone = SoViTBackbone(
-        spec,
-        image_shape=image_shape,
-        pool_type=pool_type,
-        posemb=posemb,
-        approximate_gelu=approximate_gelu,
-        dtype=dtype,
-    )
-    model = backbone
-    if num_classes:
-        model = SoViTClassifier(
-            backbone, num_classes, rep_size=rep_size, dtype=dtype
-        )
-    unused = sorted(set(arrays) - set(model_variables(model)))
-    if unused:
-        raise ValueError(
-            f"The {source} checkpoint holds weights that a SoViT model "
-            f"has no place for: {unused}."
-        )
-    fresh = ("head/kernel", "head/bias") if num_classes != file_classes else ()
-    assign_arrays(model, arrays, fresh=fresh)
-    return model
+    return num_classes, file_classes, rep_size
 
 
 def _heads_layout(key, value, spec):

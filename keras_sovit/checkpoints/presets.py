@@ -62,29 +62,53 @@ def load_preset(
     approximate_gelu=None,
 ):
     """A model of preset `name`, with the weights of `checkpoint`."""
-    from keras_sovit.models import SoViTBackbone
-    from keras_sovit.models import SoViTClassifier
-
     preset = get_preset(name)
-    spec = ShapeSpec.from_dict(preset["shape"])
     if image_shape is None:
         size = preset["image_size"]
         image_shape = (size, size, 3)
     if not load_weights:
-        gelu = approximate_gelu
-        if gelu is None:
-            gelu = next(iter(preset["approximate_gelu"].values()))
-        backbone = SoViTBackbone(
-            spec,
-            image_shape=image_shape,
-            pool_type=preset["pool_type"],
-            approximate_gelu=gelu,
-            dtype=dtype,
+        return _random_model(preset, image_shape, num_classes, dtype,
+                             approximate_gelu)
+    fmt, source = _checked_checkpoint(name, preset, checkpoint)
+    if approximate_gelu is None:
+        approximate_gelu = preset["approximate_gelu"][fmt]
+    model = _load(fmt, source, preset, image_shape, num_classes, dtype,
+                  approximate_gelu)
+    backbone = getattr(model, "backbone", model)
+    spec = ShapeSpec.from_dict(preset["shape"])
+    if backbone.shape_spec != spec or backbone.pool_type != preset["pool_type"]:
+        raise ValueError(
+            f"`checkpoint` holds a {backbone.shape_spec} with pool_type="
+            f"{backbone.pool_type!r}, not preset {name!r} ({spec}, "
+            f"pool_type={preset['pool_type']!r}). Received: "
+            f"checkpoint={checkpoint!r}"
         )
-        classes = preset["num_classes"] if num_classes is None else num_classes
-        if not classes:
-            return backbone
-        return SoViTClassifier(backbone, classes, dtype=dtype)
+    return model
+
+
+def _random_model(preset, image_shape, num_classes, dtype, approximate_gelu):
+    """The preset's architecture with random weights."""
+    from keras_sovit.models import SoViTBackbone
+    from keras_sovit.models import SoViTClassifier
+
+    if approximate_gelu is None:
+        approximate_gelu = next(iter(preset["approximate_gelu"].values()))
+    backbone = SoViTBackbone(
+        ShapeSpec.from_dict(preset["shape"]),
+        image_shape=image_shape,
+        pool_type=preset["pool_type"],
+        approximate_gelu=approximate_gelu,
+        dtype=dtype,
+    )
+    classes = preset["num_classes"] if num_classes is None else num_classes
+    if not classes:
+        return backbone
+    return SoViTClassifier(backbone, classes, dtype=dtype)
+
+
+def _checked_checkpoint(name, preset, checkpoint):
+    """`(format, source)` of `checkpoint`, refused when the preset is not
+    published in that format; a warning when the file name differs."""
     if checkpoint is None:
         files = "\n".join(f"  {f}: {u}" for f, u in preset["files"].items())
         raise ValueError(
@@ -101,54 +125,36 @@ def load_preset(
             f"checkpoint={checkpoint!r}"
         )
     expected = os.path.basename(preset["files"][fmt])
-    if not os.path.isdir(os.fspath(checkpoint)) and (
-        os.path.basename(os.fspath(checkpoint)) != expected
-    ):
+    path = os.fspath(checkpoint)
+    if not os.path.isdir(path) and os.path.basename(path) != expected:
         warnings.warn(
             f"Preset {name!r} expects a {fmt} file named {expected!r}; "
-            f"loading {os.fspath(checkpoint)!r}.",
-            stacklevel=3,
+            f"loading {path!r}.",
+            stacklevel=4,
         )
-    if approximate_gelu is None:
-        approximate_gelu = preset["approximate_gelu"][fmt]
+    return fmt, source
+
+
+def _load(fmt, source, preset, image_shape, num_classes, dtype,
+          approximate_gelu):
+    """The checkpoint's model through the loader of its format."""
+    num_heads = ShapeSpec.from_dict(preset["shape"]).num_heads
     common = {"image_shape": image_shape, "dtype": dtype}
     if fmt == "big_vision":
-        model = load_big_vision(
-            source,
-            num_classes=num_classes,
-            approximate_gelu=approximate_gelu,
-            **common,
-        )
-    elif fmt == "timm":
-        model = load_timm(
-            source,
-            num_heads=spec.num_heads,
-            num_classes=num_classes,
-            approximate_gelu=approximate_gelu,
-            **common,
-        )
-    else:
-        model = load_transformers(
-            source,
-            num_heads=spec.num_heads,
-            pool_type=preset["pool_type"],
-            **common,
-        )
-        if num_classes is not None:
-            model = _with_head(model, num_classes)
-        if approximate_gelu != model.approximate_gelu:
-            raise ValueError(
-                f"The transformers config sets approximate_gelu="
-                f"{model.approximate_gelu}. Received: approximate_gelu="
-                f"{approximate_gelu!r}"
-            )
-    backbone = getattr(model, "backbone", model)
-    if backbone.shape_spec != spec or backbone.pool_type != preset["pool_type"]:
+        return load_big_vision(source, num_classes=num_classes,
+                               approximate_gelu=approximate_gelu, **common)
+    if fmt == "timm":
+        return load_timm(source, num_heads=num_heads, num_classes=num_classes,
+                         approximate_gelu=approximate_gelu, **common)
+    model = load_transformers(source, num_heads=num_heads,
+                              pool_type=preset["pool_type"], **common)
+    if num_classes is not None:
+        model = _with_head(model, num_classes)
+    if approximate_gelu != model.approximate_gelu:
         raise ValueError(
-            f"`checkpoint` holds a {backbone.shape_spec} with pool_type="
-            f"{backbone.pool_type!r}, not preset {name!r} ({spec}, "
-            f"pool_type={preset['pool_type']!r}). Received: "
-            f"checkpoint={checkpoint!r}"
+            f"The transformers config sets approximate_gelu="
+            f"{model.approximate_gelu}. Received: approximate_gelu="
+            f"{approximate_gelu!r}"
         )
     return model
 

@@ -112,6 +112,22 @@ def _convert(state, image_shape):
             )
         out["cls"] = cls
     out["pos_embedding"] = posemb
+    _convert_blocks(state, out)
+    _layer_norm(state, "norm", "Transformer/encoder_norm/", out)
+    if "attn_pool.latent" in state:
+        _convert_map_head(state, out)
+    if "head.weight" in state:
+        _linear(state, "head", "head/kernel", "head/bias", out)
+    if state:
+        raise ValueError(
+            "The timm state dict holds weights a SoViT has no place for: "
+            f"{sorted(state)[:10]}."
+        )
+    return out
+
+
+def _convert_blocks(state, out):
+    """The encoder blocks (timm's fused qkv split per projection)."""
     depth = 0
     while f"blocks.{depth}.norm1.weight" in state:
         prefix = BLOCK.format(depth)
@@ -128,42 +144,36 @@ def _convert(state, image_shape):
         _layer_norm(state, f"{name}.norm2", f"{prefix}LayerNorm_1/", out)
         _mlp(state, f"{name}.mlp", f"{prefix}MlpBlock_0/", out)
         depth += 1
-    _layer_norm(state, "norm", "Transformer/encoder_norm/", out)
-    if "attn_pool.latent" in state:
-        latent = state.pop("attn_pool.latent")
-        if latent.shape[1] != 1:
-            raise ValueError(
-                "A SoViT cannot represent a MAP head with "
-                f"{latent.shape[1]} latent tokens (latent_len > 1)."
-            )
-        out["MAPHead_0/probe"] = latent
-        attention = "MAPHead_0/MultiHeadDotProductAttention_0/"
-        _linear(state, "attn_pool.q", f"{attention}query/kernel",
-                f"{attention}query/bias", out)  # fmt: skip
-        kv = _split_heads(state.pop("attn_pool.kv.weight"), 2)
-        kv_bias = _split_heads(state.pop("attn_pool.kv.bias"), 2)
-        for proj, w, b in zip(("key", "value"), kv, kv_bias):
-            out[f"{attention}{proj}/kernel"] = w.T
-            out[f"{attention}{proj}/bias"] = b
-        _linear(state, "attn_pool.proj", f"{attention}out/kernel",
-                f"{attention}out/bias", out)  # fmt: skip
-        _layer_norm(state, "attn_pool.norm", "MAPHead_0/LayerNorm_0/", out)
-        _mlp(state, "attn_pool.mlp", "MAPHead_0/MlpBlock_0/", out)
-        hidden = out["MAPHead_0/MlpBlock_0/Dense_0/kernel"].shape[1]
-        blocks = out[f"{BLOCK.format(0)}MlpBlock_0/Dense_0/kernel"].shape[1]
-        if hidden != blocks:
-            raise ValueError(
-                "A SoViT cannot represent a MAP head whose MLP "
-                f"({hidden}) is not as wide as the blocks' ({blocks})."
-            )
-    if "head.weight" in state:
-        _linear(state, "head", "head/kernel", "head/bias", out)
-    if state:
+
+
+def _convert_map_head(state, out):
+    """timm's attention-pool head (q apart, k and v fused) as MAPHead_0."""
+    latent = state.pop("attn_pool.latent")
+    if latent.shape[1] != 1:
         raise ValueError(
-            "The timm state dict holds weights a SoViT has no place for: "
-            f"{sorted(state)[:10]}."
+            "A SoViT cannot represent a MAP head with "
+            f"{latent.shape[1]} latent tokens (latent_len > 1)."
         )
-    return out
+    out["MAPHead_0/probe"] = latent
+    attention = "MAPHead_0/MultiHeadDotProductAttention_0/"
+    _linear(state, "attn_pool.q", f"{attention}query/kernel",
+            f"{attention}query/bias", out)  # fmt: skip
+    kv = _split_heads(state.pop("attn_pool.kv.weight"), 2)
+    kv_bias = _split_heads(state.pop("attn_pool.kv.bias"), 2)
+    for proj, w, b in zip(("key", "value"), kv, kv_bias):
+        out[f"{attention}{proj}/kernel"] = w.T
+        out[f"{attention}{proj}/bias"] = b
+    _linear(state, "attn_pool.proj", f"{attention}out/kernel",
+            f"{attention}out/bias", out)  # fmt: skip
+    _layer_norm(state, "attn_pool.norm", "MAPHead_0/LayerNorm_0/", out)
+    _mlp(state, "attn_pool.mlp", "MAPHead_0/MlpBlock_0/", out)
+    hidden = out["MAPHead_0/MlpBlock_0/Dense_0/kernel"].shape[1]
+    blocks = out[f"{BLOCK.format(0)}MlpBlock_0/Dense_0/kernel"].shape[1]
+    if hidden != blocks:
+        raise ValueError(
+            "A SoViT cannot represent a MAP head whose MLP "
+            f"({hidden}) is not as wide as the blocks' ({blocks})."
+        )
 
 
 def _has_prefix_position(tokens, image_shape, patch_size):

@@ -124,6 +124,9 @@ class SoViTBackbone(FunctionalModel):
         dtype=None,
         **kwargs,
     ):
+        # One long constructor on purpose (keras-hub's backbone layout):
+        # validation, layers, the functional graph and the config in the
+        # order Keras needs them, each section marked.
         spec = as_shape_spec(shape)
         image_shape = check_image_shape(image_shape)
         check_bool("strict_image_size", strict_image_size)
