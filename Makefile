@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tf test-jax bench install clean
+.PHONY: demo test test-tf test-jax test-torch bench install clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/shape_search.py
 
-# The whole suite on TensorFlow, then the backend-sensitive part on JAX.
-test: test-tf test-jax
+# The whole suite on TensorFlow, then the backend-sensitive part on JAX and
+# on torch.
+test: test-tf test-jax test-torch
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests
@@ -30,6 +31,13 @@ test-jax: $(STAMP)
 	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not tf_only" \
 		tests/layers tests/models tests/data tests/training tests/evaluation \
 		tests/tuner
+
+# torch trains eagerly in these tests (jit_compile=True would be
+# torch.compile, minutes per model on a CPU).
+test-torch: $(STAMP)
+	KERAS_BACKEND=torch $(PY) -m pytest -q -m "not tf_only" \
+		tests/layers tests/models tests/training tests/evaluation \
+		tests/checkpoints tests/tuner
 
 bench: $(STAMP)
 	$(PY) -m pip install -q keras-hub==0.32.0

@@ -20,6 +20,22 @@ if "xla_force_host_platform_device_count" not in os.environ.get(
 import pytest  # noqa: E402
 
 
+def _load_triton_first():
+    """Imports triton (a dependency of torch's CUDA build) before TF.
+
+    Loading triton after TensorFlow segfaults (their bundled native
+    libraries clash), and torch imports it lazily, e.g. when torchvision
+    or timm loads `torch._dynamo`. Loaded first, both coexist (0.2 s).
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
+
+
+_load_triton_first()
+
+
 def _split_tf_cpu():
     import tensorflow as tf
 

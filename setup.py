@@ -13,6 +13,8 @@ CORE = [
     "tensorflow-datasets>=4.9.10,<4.10",
     "numpy>=1.26,<2.5",
     "scipy>=1.11",
+    # keras_sovit.checkpoints reads .safetensors files without torch.
+    "safetensors>=0.4,<1",
     # Undeclared by the packages above, but needed at run time:
     # keras-tuner imports six, uses tensorboard on the TF backend, and
     # tfds builders import importlib_resources.
@@ -26,6 +28,17 @@ EXTRAS = {
     "cv": ["keras-cv==0.9.0"],
     "data": ["animal-mnist==0.4"],
     "plots": ["matplotlib>=3.8"],
+    # The reference implementations the checkpoint loaders are tested
+    # against, and the torch backend. torch 2.14.1 with torchvision 0.29.1
+    # is the pair whose torchvision imports (timm needs it); an unpinned
+    # torch would pull several GB of CUDA wheels from PyPI.
+    "interop": [
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "timm>=1.0.20,<1.1",
+        "transformers>=5.0,<6",
+        "safetensors>=0.4,<1",
+    ],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

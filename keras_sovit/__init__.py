@@ -20,6 +20,7 @@ _SUBPACKAGES = (
     "evaluation",
     "scaling",
     "tuner",
+    "checkpoints",
 )
 
 __all__ = ["ShapeSpec", "VARIANTS", *_SUBPACKAGES]

@@ -130,22 +130,24 @@ class ShapeSpec:
     def head_dim(self):
         return self.width // self.num_heads
 
-    def num_patches(self, image_size=224, strict=True):
-        """Number of patch tokens for an image.
+    def num_patches(self, image_size=224, strict=False):
+        """Number of patch tokens for an image, ⌊H/p⌋ × ⌊W/p⌋.
 
-        With `strict=True` an image side that is not a multiple of the
-        patch size raises a `ValueError`. With `strict=False` the leftover
-        pixels are dropped, as big_vision's VALID patchify does (the paper's
-        384 px at patch 14 gives 27 × 27 = 729 tokens, like 378 px).
+        Leftover pixels are dropped, as big_vision's VALID patchify does
+        (the paper's 384 px at patch 14 gives 27 × 27 = 729 tokens, like
+        378 px), so the count matches a `SoViTBackbone` built at that
+        size. With `strict=True` an image side that is not a multiple of
+        the patch size raises a `ValueError`; a side smaller than one patch
+        always does.
         """
         height, width = image_hw(image_size)
         for side in (height, width):
             if side < self.patch_size or (strict and side % self.patch_size):
                 raise ValueError(
-                    "`image_size` must be divisible by `patch_size` (pass "
-                    "strict=False to drop leftover pixels). Received: "
+                    "`image_size` must be at least `patch_size`, and a "
+                    "multiple of it with strict=True. Received: "
                     f"image_size={image_size!r}, "
-                    f"patch_size={self.patch_size}"
+                    f"patch_size={self.patch_size}, strict={strict}"
                 )
         return (height // self.patch_size) * (width // self.patch_size)
 
@@ -157,7 +159,7 @@ class ShapeSpec:
         posemb="learn",
         channels=3,
         rep_size=None,
-        strict=True,
+        strict=False,
     ):
         """Exact number of weights of the matching `SoViTClassifier`.
 
@@ -185,7 +187,7 @@ class ShapeSpec:
         pool_type="map",
         channels=3,
         rep_size=None,
-        strict=True,
+        strict=False,
     ):
         """Forward GFLOPs per image, 1 multiply-add = 2 FLOPs (XLA).
 

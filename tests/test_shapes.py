@@ -13,14 +13,14 @@ def _within(value, target, rel=0.005):
 
 @pytest.mark.parametrize(
     "image_size, paper_gflops, strict",
-    [(224, 221, True), (384, 672, False), (518, 1374, False)],
+    [(224, 221, True), (384, 672, False), (518, 1374, False)]
+    + [(384, 672, None), (518, 1374, None)],
 )
 def test_so400m_table1_gflops(image_size, paper_gflops, strict):
     # Table 1 of the paper: fine-tuned on ImageNet (1000 classes).
+    kwargs = {} if strict is None else {"strict": strict}
     for num_classes in (0, 1000):
-        gflops = SO400M.gflops(
-            image_size, num_classes=num_classes, strict=strict
-        )
+        gflops = SO400M.gflops(image_size, num_classes=num_classes, **kwargs)
         assert _within(gflops, paper_gflops), (num_classes, gflops)
 
 
@@ -120,7 +120,17 @@ def test_width_not_divisible_by_heads():
 
 
 @pytest.mark.parametrize("image_size", [30, (32, 30), 2])
-def test_image_not_divisible_by_patch(image_size):
+def test_image_not_divisible_by_patch_strict(image_size):
+    # Since issue 12 non-multiples are counted by default (VALID patchify,
+    # leftover pixels dropped); strict=True keeps the old refusal.
+    shape = ShapeSpec(64, 2, 128, 4, 4)
+    for method in (shape.num_patches, shape.num_params, shape.gflops):
+        with pytest.raises(ValueError, match="image_size"):
+            method(image_size, strict=True)
+
+
+@pytest.mark.parametrize("image_size", [2, (32, 3), (3, 32)])
+def test_image_smaller_than_a_patch(image_size):
     shape = ShapeSpec(64, 2, 128, 4, 4)
     for method in (shape.num_patches, shape.num_params, shape.gflops):
         with pytest.raises(ValueError, match="image_size"):
@@ -129,7 +139,14 @@ def test_image_not_divisible_by_patch(image_size):
 
 def test_non_strict_drops_leftover_pixels():
     assert SO400M.num_patches(384, strict=False) == 27 * 27
+    assert SO400M.num_patches(384) == 27 * 27
     assert SO400M.num_patches(518) == 37 * 37
+    shape = ShapeSpec(64, 2, 128, 4, 4)
+    assert shape.num_patches((30, 33)) == 7 * 8
+    # Dropped pixels cost nothing: 30 x 33 px counts as 28 x 32 px.
+    for method in (shape.num_params, shape.gflops):
+        assert method((30, 33)) == method((28, 32))
+    assert SO400M.gflops(384) == SO400M.gflops(378)
 
 
 @pytest.mark.parametrize(

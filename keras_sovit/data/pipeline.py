@@ -325,6 +325,9 @@ def input_pipeline(
     images, labels = next(iter(train))  # (64, 32, 32, 3), (64, 10)
     ```
     """
+    # Long on purpose: every argument is validated at this public boundary,
+    # then the tf.data stages follow in the one order that keeps a seeded
+    # pipeline repeatable (shuffle, repeat, crop, batch, augment).
     if not isinstance(ds, tf.data.Dataset):
         raise ValueError(
             f"`ds` must be a tf.data.Dataset. Received: ds={ds!r}"

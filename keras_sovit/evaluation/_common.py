@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_positive_number
 
 # Features memoised within one `feature_cache()` block (one model state).
 _CACHE = []
@@ -300,3 +301,16 @@ def crossed_mean_se(errors):
         max(ms_rows - ms_int, 0.0) + max(ms_cols - ms_int, 0.0) + ms_int
     ) / (draws * n)
     return float(np.sqrt(variance))
+
+
+def check_l2(l2_regs, l2_reg):
+    """`l2_regs` as a non-empty tuple of positive numbers; `l2_reg`
+    (`None` or one such number) checked."""
+    l2_regs = tuple(l2_regs) if np.iterable(l2_regs) else (l2_regs,)
+    if not l2_regs:
+        raise ValueError("`l2_regs` must not be empty. Received: ()")
+    for value in l2_regs:
+        check_positive_number("l2_regs", value)
+    if l2_reg is not None:
+        check_positive_number("l2_reg", l2_reg)
+    return l2_regs

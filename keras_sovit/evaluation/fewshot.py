@@ -20,6 +20,7 @@ import numpy as np
 
 from keras_sovit._validation import check_positive_number
 from keras_sovit.evaluation._common import as_labels as _as_labels
+from keras_sovit.evaluation._common import check_l2
 from keras_sovit.evaluation._common import check_label_range
 from keras_sovit.evaluation._common import check_num_classes
 from keras_sovit.evaluation._common import collect_labels
@@ -316,13 +317,7 @@ class FewShotEvaluator(keras.callbacks.Callback):
                 "`shots` must be a non-empty tuple of positive integers. "
                 f"Received: shots={shots!r}"
             )
-        l2_regs = tuple(l2_regs) if np.iterable(l2_regs) else (l2_regs,)
-        if not l2_regs:
-            raise ValueError("`l2_regs` must not be empty. Received: ()")
-        for value in l2_regs:
-            check_positive_number("l2_regs", value)
-        if l2_reg is not None:
-            check_positive_number("l2_reg", l2_reg)
+        l2_regs = check_l2(l2_regs, l2_reg)
         if isinstance(batch_size, bool) or not isinstance(
             batch_size, int
         ) or batch_size < 1:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_sovit._validation import check_positive_int
-from keras_sovit._validation import check_positive_number
+from keras_sovit.evaluation._common import check_l2
 from keras_sovit.evaluation._common import check_label_range
 from keras_sovit.evaluation._common import check_num_classes
 from keras_sovit.evaluation._common import extract_features
@@ -83,13 +83,8 @@ class LinearProbeEvaluator:
         self.folds = check_positive_int("folds", folds)
         if self.folds < 2:
             raise ValueError(f"`folds` must be >= 2. Received: folds={folds}")
-        l2_regs = tuple(sorted(float(v) for v in l2_regs))
-        if not l2_regs:
-            raise ValueError("`l2_regs` must not be empty. Received: ()")
-        for value in l2_regs:
-            check_positive_number("l2_regs", value)
-        if l2_reg is not None:
-            check_positive_number("l2_reg", l2_reg)
+        l2_regs = tuple(sorted(float(v)
+                               for v in check_l2(l2_regs, l2_reg)))
         self.l2_regs = l2_regs
         self.l2_reg = None if l2_reg is None else float(l2_reg)
         self.seed = int(seed)

@@ -111,15 +111,21 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
 
 
 class MlpBlock(keras.layers.Layer):
-    """big_vision's `MlpBlock`: Dense, tanh-GELU, Dropout, Dense.
+    """big_vision's `MlpBlock`: Dense, GELU, Dropout, Dense.
 
-    Kernels are xavier-uniform, biases normal with stddev 1e-6.
+    Kernels are xavier-uniform, biases normal with stddev 1e-6. GELU is the
+    tanh approximation (big_vision, JAX's default) unless
+    `approximate_gelu=False` selects the exact erf form (PyTorch's
+    `nn.GELU()` default, used by timm's So400m/14 SigLIP definitions).
     """
 
-    def __init__(self, mlp_dim, dropout_rate=0.0, **kwargs):
+    def __init__(
+        self, mlp_dim, dropout_rate=0.0, approximate_gelu=True, **kwargs
+    ):
         super().__init__(**kwargs)
         self.mlp_dim = mlp_dim
         self.dropout_rate = dropout_rate
+        self.approximate_gelu = approximate_gelu
         bias_init = keras.initializers.RandomNormal(stddev=1e-6)
         self.dense_0 = keras.layers.Dense(
             mlp_dim,
@@ -147,7 +153,7 @@ class MlpBlock(keras.layers.Layer):
 
     def call(self, x, training=None):
         x = self.dense_0(x)
-        x = keras.activations.gelu(x, approximate=True)
+        x = keras.activations.gelu(x, approximate=self.approximate_gelu)
         x = self.dropout(x, training=training)
         return self.dense_1(x)
 
@@ -157,6 +163,10 @@ class MlpBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"mlp_dim": self.mlp_dim, "dropout_rate": self.dropout_rate}
+            {
+                "mlp_dim": self.mlp_dim,
+                "dropout_rate": self.dropout_rate,
+                "approximate_gelu": self.approximate_gelu,
+            }
         )
         return config

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_sovit._validation import check_bool
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_rate
 from keras_sovit.layers._attention import MlpBlock
@@ -15,8 +16,10 @@ class EncoderBlock(keras.layers.Layer):
     `x + Dropout(MHA(LN(x)))`, then `x + Dropout(MLP(LN(x)))`, with
     LayerNorm epsilon 1e-6, xavier-uniform attention and MLP kernels, MLP
     biases drawn from normal(stddev=1e-6) and the tanh approximation of
-    GELU. Dropout sits where big_vision puts it: after the attention output,
-    after the GELU inside the MLP and after the MLP output; there is no
+    GELU (big_vision's; `approximate_gelu=False` selects exact erf GELU,
+    as in timm's So400m/14 SigLIP models). Dropout sits where big_vision
+    puts it: after the attention output, after the GELU inside the MLP and
+    after the MLP output; there is no
     attention-probability dropout. Optional stochastic depth drops each
     residual branch per example during training.
 
@@ -33,6 +36,9 @@ class EncoderBlock(keras.layers.Layer):
         stochastic_depth_rate: float. Probability of dropping each
             residual branch of an example while training. Defaults to `0.0`.
         layer_norm_epsilon: float. LayerNorm epsilon. Defaults to `1e-6`.
+        approximate_gelu: bool. Whether the MLP uses the tanh
+            approximation of GELU (`True`, big_vision) or the exact erf form
+            (`False`, PyTorch's default). Defaults to `True`.
         **kwargs: other keyword arguments of `keras.layers.Layer`, such as
             `name` and `dtype`.
 
@@ -60,6 +66,7 @@ class EncoderBlock(keras.layers.Layer):
         dropout_rate=0.0,
         stochastic_depth_rate=0.0,
         layer_norm_epsilon=1e-6,
+        approximate_gelu=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -67,6 +74,7 @@ class EncoderBlock(keras.layers.Layer):
         check_positive_int("mlp_dim", mlp_dim)
         check_rate("dropout_rate", dropout_rate)
         check_rate("stochastic_depth_rate", stochastic_depth_rate)
+        check_bool("approximate_gelu", approximate_gelu)
 
         # === Config ===
         self.num_heads = num_heads
@@ -74,6 +82,7 @@ class EncoderBlock(keras.layers.Layer):
         self.dropout_rate = dropout_rate
         self.stochastic_depth_rate = stochastic_depth_rate
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.approximate_gelu = approximate_gelu
 
         # === Layers ===
         self.layer_norm_0 = keras.layers.LayerNormalization(
@@ -97,6 +106,7 @@ class EncoderBlock(keras.layers.Layer):
         self.mlp = MlpBlock(
             mlp_dim,
             dropout_rate=dropout_rate,
+            approximate_gelu=approximate_gelu,
             dtype=self.dtype_policy,
             name="MlpBlock_0",
         )
@@ -147,6 +157,7 @@ class EncoderBlock(keras.layers.Layer):
                 "dropout_rate": self.dropout_rate,
                 "stochastic_depth_rate": self.stochastic_depth_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "approximate_gelu": self.approximate_gelu,
             }
         )
         return config

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_sovit._validation import check_bool
 from keras_sovit._validation import check_positive_int
 from keras_sovit.layers._attention import MlpBlock
 from keras_sovit.layers._attention import MultiHeadDotProductAttention
@@ -14,14 +15,17 @@ class MAPHead(keras.layers.Layer):
     A learned `probe` of shape (1, 1, width), xavier-uniform initialised,
     is tiled over the batch and attends to all tokens; then
     `x + MLP(LayerNorm(x))` and the single probe token is returned. The MLP
-    uses the same `mlp_dim` as the encoder blocks. Weight names map to
-    big_vision's `MAPHead_0` by renaming: `probe`,
+    uses the same `mlp_dim` (and GELU form) as the encoder blocks. Weight
+    names map to big_vision's `MAPHead_0` by renaming: `probe`,
     `MultiHeadDotProductAttention_0`, `LayerNorm_0`, `MlpBlock_0`.
 
     Args:
         num_heads: int. Number of attention heads; must divide the width.
         mlp_dim: int. Hidden size of the MLP.
         layer_norm_epsilon: float. LayerNorm epsilon. Defaults to `1e-6`.
+        approximate_gelu: bool. Whether the MLP uses the tanh
+            approximation of GELU (`True`, big_vision) or the exact erf form
+            (`False`, PyTorch's default). Defaults to `True`.
         **kwargs: other keyword arguments of `keras.layers.Layer`, such as
             `name` and `dtype`.
 
@@ -44,15 +48,24 @@ class MAPHead(keras.layers.Layer):
     - [Zhai et al., 2022](https://arxiv.org/abs/2106.04560)
     """
 
-    def __init__(self, num_heads, mlp_dim, layer_norm_epsilon=1e-6, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        mlp_dim,
+        layer_norm_epsilon=1e-6,
+        approximate_gelu=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         check_positive_int("num_heads", num_heads)
         check_positive_int("mlp_dim", mlp_dim)
+        check_bool("approximate_gelu", approximate_gelu)
 
         # === Config ===
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.approximate_gelu = approximate_gelu
 
         # === Layers ===
         self.attention = MultiHeadDotProductAttention(
@@ -65,7 +78,12 @@ class MAPHead(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="LayerNorm_0",
         )
-        self.mlp = MlpBlock(mlp_dim, dtype=self.dtype_policy, name="MlpBlock_0")
+        self.mlp = MlpBlock(
+            mlp_dim,
+            approximate_gelu=approximate_gelu,
+            dtype=self.dtype_policy,
+            name="MlpBlock_0",
+        )
 
     def build(self, input_shape):
         width = check_token_input("MAPHead", input_shape, self.num_heads)
@@ -98,6 +116,7 @@ class MAPHead(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "mlp_dim": self.mlp_dim,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "approximate_gelu": self.approximate_gelu,
             }
         )
         return config

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_sovit._validation import check_bool
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_rate
 from keras_sovit.layers._class_token import ClassToken
@@ -8,14 +9,33 @@ from keras_sovit.layers.encoder_block import EncoderBlock
 from keras_sovit.layers.map_head import MAPHead
 from keras_sovit.layers.patch_embedding import PatchEmbedding
 from keras_sovit.layers.position_embedding import PositionEmbedding
-from keras_sovit.layers.sincos2d_position_embedding import (
-    SinCos2DPositionEmbedding,
-)
+from keras_sovit.layers.sincos2d_position_embedding import SinCos2DPositionEmbedding
 from keras_sovit.shapes import ShapeSpec
 
 
+class FunctionalModel(keras.Model):
+    """A functional `keras.Model` whose constructor sets attributes early.
+
+    The SoViT models create their layers, and keep them as attributes,
+    before `keras.Model.__init__` runs. On the torch backend a Keras model
+    is a `torch.nn.Module`, which refuses sub-modules before its own
+    `__init__`; those early attributes are stored plainly instead (the
+    functional graph tracks the layers anyway).
+    """
+
+    def __setattr__(self, name, value):
+        if (
+            keras.backend.backend() == "torch"
+            and "_modules" not in self.__dict__
+            and not name.startswith("_")
+        ):
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)
+
+
 @keras.saving.register_keras_serializable(package="keras_sovit")
-class SoViTBackbone(keras.Model):
+class SoViTBackbone(FunctionalModel):
     """A (shape-optimised) Vision Transformer backbone, as in big_vision.
 
     Patchify stem, position embedding (added before any class token),
@@ -33,9 +53,10 @@ class SoViTBackbone(keras.Model):
 
     Args:
         shape: `keras_sovit.ShapeSpec`, or a dict of its five fields.
-        image_shape: tuple `(height, width, channels)`. Height and width
-            must be multiples of the patch size. Defaults to
-            `(224, 224, 3)`.
+        image_shape: tuple `(height, width, channels)`. Any height and
+            width of at least one patch: as in big_vision, the patchify is
+            VALID and leftover pixels are dropped (384 px at patch 14 is a
+            27 × 27 grid), with a warning. Defaults to `(224, 224, 3)`.
         pool_type: str. `"map"` (multihead attention pooling), `"gap"`
             (mean over tokens), `"tok"` (a prepended class token), `"0"`
             (the first patch token) or `"none"` (return all tokens).
@@ -47,6 +68,12 @@ class SoViTBackbone(keras.Model):
         stochastic_depth_rate: float. Stochastic depth rate of the last
             block; block `i` uses `rate * i / (depth - 1)`. Defaults to
             `0.0`.
+        approximate_gelu: bool. tanh-approximate GELU in every MLP (`True`,
+            big_vision) or exact erf GELU (`False`, timm's So400m/14
+            SigLIP). Defaults to `True`.
+        strict_image_size: bool. Whether an image size that is not a
+            multiple of the patch size raises a `ValueError` instead of a
+            warning. Defaults to `False`.
         name: str. Model name. Defaults to `None`.
         dtype: dtype or `keras.DTypePolicy` of the layers. Defaults to
             `None` (the global policy).
@@ -91,12 +118,18 @@ class SoViTBackbone(keras.Model):
         posemb="learn",
         dropout_rate=0.0,
         stochastic_depth_rate=0.0,
+        approximate_gelu=True,
+        strict_image_size=False,
         name=None,
         dtype=None,
         **kwargs,
     ):
+        # One long constructor on purpose (keras-hub's backbone layout):
+        # validation, layers, the functional graph and the config in the
+        # order Keras needs them, each section marked.
         spec = as_shape_spec(shape)
         image_shape = check_image_shape(image_shape)
+        check_bool("strict_image_size", strict_image_size)
         # Validates pool_type, posemb and the image size against the patch
         # size with ValueErrors, before any framework code runs.
         spec.num_params(
@@ -104,9 +137,11 @@ class SoViTBackbone(keras.Model):
             pool_type=pool_type,
             posemb=posemb,
             channels=image_shape[2],
+            strict=strict_image_size,
         )
         check_rate("dropout_rate", dropout_rate)
         check_rate("stochastic_depth_rate", stochastic_depth_rate)
+        check_bool("approximate_gelu", approximate_gelu)
         grid = (
             image_shape[0] // spec.patch_size,
             image_shape[1] // spec.patch_size,
@@ -114,7 +149,11 @@ class SoViTBackbone(keras.Model):
 
         # === Layers ===
         self.patch_embedding = PatchEmbedding(
-            spec.width, spec.patch_size, dtype=dtype, name="embedding"
+            spec.width,
+            spec.patch_size,
+            strict=strict_image_size,
+            dtype=dtype,
+            name="embedding",
         )
         if posemb == "learn":
             self.position_embedding = PositionEmbedding(
@@ -138,6 +177,7 @@ class SoViTBackbone(keras.Model):
                 stochastic_depth_rate=_block_rate(
                     stochastic_depth_rate, i, spec.depth
                 ),
+                approximate_gelu=approximate_gelu,
                 dtype=dtype,
                 name=f"encoderblock_{i}",
             )
@@ -149,7 +189,11 @@ class SoViTBackbone(keras.Model):
         self.map_head = None
         if pool_type == "map":
             self.map_head = MAPHead(
-                spec.num_heads, spec.mlp_dim, dtype=dtype, name="MAPHead_0"
+                spec.num_heads,
+                spec.mlp_dim,
+                approximate_gelu=approximate_gelu,
+                dtype=dtype,
+                name="MAPHead_0",
             )
 
         # === Functional Model ===
@@ -184,6 +228,41 @@ class SoViTBackbone(keras.Model):
         self.posemb = posemb
         self.dropout_rate = dropout_rate
         self.stochastic_depth_rate = stochastic_depth_rate
+        self.approximate_gelu = approximate_gelu
+        self.strict_image_size = strict_image_size
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        checkpoint=None,
+        load_weights=True,
+        image_shape=None,
+        dtype=None,
+        approximate_gelu=None,
+    ):
+        """Builds the backbone of a public checkpoint (no download).
+
+        `preset` names an entry of `keras_sovit.models.SOVIT_PRESETS`
+        (e.g. `"siglip_so400m_patch14_384"`); `checkpoint` is the path of
+        a file of that preset you fetched yourself, in any of its formats
+        (big_vision `.npz`, timm or HF transformers weights), told apart
+        automatically. A classifier's head is dropped. `image_shape`
+        defaults to the preset's resolution; another one resamples the
+        position embedding. `load_weights=False` gives random weights.
+        `approximate_gelu=None` uses the preset's GELU for that format.
+        """
+        from keras_sovit.checkpoints.presets import load_preset
+
+        return load_preset(
+            preset,
+            checkpoint=checkpoint,
+            load_weights=load_weights,
+            image_shape=image_shape,
+            num_classes=0,
+            dtype=dtype,
+            approximate_gelu=approximate_gelu,
+        )
 
     def get_config(self):
         return {
@@ -193,6 +272,8 @@ class SoViTBackbone(keras.Model):
             "posemb": self.posemb,
             "dropout_rate": self.dropout_rate,
             "stochastic_depth_rate": self.stochastic_depth_rate,
+            "approximate_gelu": self.approximate_gelu,
+            "strict_image_size": self.strict_image_size,
             "name": self.name,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),

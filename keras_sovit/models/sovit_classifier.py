@@ -3,6 +3,7 @@ import numbers
 import keras
 
 from keras_sovit._validation import check_positive_int
+from keras_sovit.models.sovit_backbone import FunctionalModel
 from keras_sovit.models.sovit_backbone import SoViTBackbone
 from keras_sovit.models.sovit_backbone import keep_dtype_policy
 from keras_sovit.models.sovit_backbone import with_dtype_policy
@@ -10,7 +11,7 @@ from keras_sovit.shapes import ShapeSpec
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")
-class SoViTClassifier(keras.Model):
+class SoViTClassifier(FunctionalModel):
     """An image classifier: a pooled `SoViTBackbone` plus a linear head.
 
     The head is a `Dense(num_classes)` layer named `"head"` with a
@@ -152,6 +153,42 @@ class SoViTClassifier(keras.Model):
             rep_size=rep_size,
             dtype=backbone_kwargs.get("dtype"),
         )
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        checkpoint=None,
+        num_classes=None,
+        load_weights=True,
+        image_shape=None,
+        dtype=None,
+        approximate_gelu=None,
+    ):
+        """Builds a classifier from a public checkpoint (no download).
+
+        As `SoViTBackbone.from_preset`. `num_classes=None` keeps the
+        checkpoint's head (the `*_in1k` presets have 1000 classes); another
+        count, or a checkpoint without a head, gets a fresh zero-initialised
+        head of that size.
+        """
+        from keras_sovit.checkpoints.presets import load_preset
+
+        model = load_preset(
+            preset,
+            checkpoint=checkpoint,
+            load_weights=load_weights,
+            image_shape=image_shape,
+            num_classes=num_classes,
+            dtype=dtype,
+            approximate_gelu=approximate_gelu,
+        )
+        if not isinstance(model, cls):
+            raise ValueError(
+                f"Preset {preset!r} has no classification head; pass "
+                "num_classes. Received: num_classes=None"
+            )
+        return model
 
     def get_config(self):
         return {

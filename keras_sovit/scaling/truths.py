@@ -22,14 +22,14 @@ All families subclass `simulate._Law`, so `loss`, `losses` and
 
 import numpy as np
 
+from keras_sovit._validation import check_positive_number
+from keras_sovit._validation import check_shape_spec
 from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
 from keras_sovit.scaling.simulate import DataLimitedLaw
 from keras_sovit.scaling.simulate import _Law
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import forward_gflops
 from keras_sovit.shapes import param_count
-from keras_sovit._validation import check_positive_number
-from keras_sovit._validation import check_shape_spec
 
 # The paper's anchors (SPEC §2.2, §3.3): x⁽⁰⁾ at its grid budget, and
 # SoViT-400m at the ViT-g/14 16B-example budget.
@@ -65,6 +65,14 @@ class _Truth(_Law):
 
     def _params(self, width, depth, mlp_dim):
         return self._counts(width, depth, mlp_dim)[1]
+
+    def _aspect_deviations(self, w, d, m):
+        """Log-distances of depth and MLP size from their width-dependent
+        ideals d ∝ w^gamma_depth, m ∝ w^gamma_mlp (families with those
+        parameters)."""
+        z_d = np.log(d) - self.gamma_depth * np.log(w) - self.delta_depth
+        z_m = np.log(m) - self.gamma_mlp * np.log(w) - self.delta_mlp
+        return z_d, z_m
 
     def _units(self, width, depth, mlp_dim, t, patch_size):
         patch = np.asarray(patch_size)
@@ -122,8 +130,7 @@ class AspectRatioLaw(_Truth):
     def loss_array(self, width, depth, mlp_dim, t, patch_size=14):
         """Vectorised loss."""
         w, d, m, n, e = self._units(width, depth, mlp_dim, t, patch_size)
-        z_d = np.log(d) - self.gamma_depth * np.log(w) - self.delta_depth
-        z_m = np.log(m) - self.gamma_mlp * np.log(w) - self.delta_mlp
+        z_d, z_m = self._aspect_deviations(w, d, m)
         penalty = np.exp(self.kappa_depth * z_d**2 + self.kappa_mlp * z_m**2)
         capacity = self.A * n ** (-self.alpha) * penalty
         return self.E + capacity + self.B * e ** (-self.beta)
@@ -264,8 +271,7 @@ class BrokenDataLaw(_Truth):
     def loss_array(self, width, depth, mlp_dim, t, patch_size=14):
         """Vectorised loss."""
         w, d, m, n, e = self._units(width, depth, mlp_dim, t, patch_size)
-        z_d = np.log(d) - self.gamma_depth * np.log(w) - self.delta_depth
-        z_m = np.log(m) - self.gamma_mlp * np.log(w) - self.delta_mlp
+        z_d, z_m = self._aspect_deviations(w, d, m)
         skew = self.kappa_depth * _skewed(z_d) + self.kappa_mlp * _skewed(z_m)
         with np.errstate(over="ignore"):  # Absurd shapes: infinite loss.
             capacity = self.A * n ** (-self.alpha) * np.exp(skew)
@@ -319,8 +325,7 @@ class KaplanLaw(_Truth):
     def loss_array(self, width, depth, mlp_dim, t, patch_size=14):
         """Vectorised loss."""
         w, d, m, n, e = self._units(width, depth, mlp_dim, t, patch_size)
-        z_d = np.log(d) - self.gamma_depth * np.log(w) - self.delta_depth
-        z_m = np.log(m) - self.gamma_mlp * np.log(w) - self.delta_mlp
+        z_d, z_m = self._aspect_deviations(w, d, m)
         penalty = 1.0 + self.kappa_depth * z_d**2 + self.kappa_mlp * np.abs(
             z_m
         ) ** 1.5

@@ -1,10 +1,18 @@
-"""The paper's training recipe: schedule, optimizer setup, compute budgets."""
+"""The paper's training recipes (pretraining and fine-tuning), schedules,
+optimizer setup and compute budgets."""
 
 from keras_sovit.training.branched import BranchedRun
 from keras_sovit.training.branched import branch_plan
 from keras_sovit.training.callbacks import ComputeBudget
 from keras_sovit.training.callbacks import ExamplesSeen
 from keras_sovit.training.callbacks import steps_for_budget
+from keras_sovit.training.fine_tuning import PAPER_FINE_TUNING
+from keras_sovit.training.fine_tuning import PAPER_FINE_TUNING_BY_RESOLUTION
+from keras_sovit.training.fine_tuning import LayerDecaySGD
+from keras_sovit.training.fine_tuning import compile_for_fine_tuning
+from keras_sovit.training.fine_tuning import fine_tuning_recipe
+from keras_sovit.training.fine_tuning import layer_decay_multipliers
+from keras_sovit.training.fine_tuning import make_fine_tuning_schedule
 from keras_sovit.training.optimizers import AdamWDecayMults
 from keras_sovit.training.optimizers import BigVisionAdafactor
 from keras_sovit.training.recipe import PAPER_RECIPE
@@ -23,6 +31,13 @@ from keras_sovit.training.schedules import RsqrtSchedule
 
 __all__ = [
     "AdamWDecayMults",
+    "LayerDecaySGD",
+    "PAPER_FINE_TUNING",
+    "PAPER_FINE_TUNING_BY_RESOLUTION",
+    "compile_for_fine_tuning",
+    "fine_tuning_recipe",
+    "layer_decay_multipliers",
+    "make_fine_tuning_schedule",
     "BigVisionAdafactor",
     "BranchedRun",
     "ComputeBudget",

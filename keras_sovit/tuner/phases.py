@@ -28,7 +28,6 @@ class Preview(keras_sovit.tuner.Phase):
 import dataclasses
 import json
 import logging
-import math
 from typing import Callable
 
 import numpy as np
@@ -88,7 +87,9 @@ class SearchContext:
         return trial_values(phase, shape, compute, seed, fractions)
 
     def trials(self, phase, shape, compute, seeds=1, fractions=None):
-        """`seeds` replicates of one trial (seeds 0 to `seeds` − 1)."""
+        """`seeds` replicates of one trial (seed 0 for a single one)."""
+        if seeds == 1:
+            return [self.trial(phase, shape, compute, None, fractions)]
         return [self.trial(phase, shape, compute, seed, fractions)
                 for seed in range(seeds)]
 
@@ -324,11 +325,9 @@ class Validation(Phase):
     def finish(self, context):
         compute = context.config.validation_compute
         scores = {}
-        for row in context.results(self.name):
-            if math.isclose(float(row["compute_gflops"]), compute,
-                            rel_tol=1e-6):
-                key = _shape_json({f: row[f] for f in SHAPE_FIELDS})
-                scores[key] = float(row["metric_value"])
+        for row in _finished_rows(context.results(self.name)):
+            key = _shape_json({f: row[f] for f in SHAPE_FIELDS})
+            scores[key] = float(row["metric_value"])
         proposal = context.state.proposals_["validation"]
         own = scores.get(_shape_json(proposal))
         others = [v for k, v in scores.items() if k != _shape_json(proposal)]
@@ -409,9 +408,10 @@ def _role_shape(context, role):
 def _final_entry(context, role, rows, metrics):
     shape = _role_shape(context, role).to_dict()
     target = context.config.target_compute
-    values = [r["metric_value"] for r in rows
-              if {f: r[f] for f in SHAPE_FIELDS} == shape
-              and math.isclose(r["compute_gflops"], target, rel_tol=1e-6)]
+    # Each trial's finished value at its largest compute: a run reports
+    # the compute its whole steps bought, a little under the target.
+    values = [row["metric_value"] for row in _finished_rows(rows)
+              if {f: row[f] for f in SHAPE_FIELDS} == shape]
     mine = [m for m in metrics
             if {f: m["values"][f] for f in SHAPE_FIELDS} == shape]
     errors = [m["test_error"] for m in mine if "test_error" in m]
@@ -555,6 +555,18 @@ def _extended(values, step, direction):
                 break
             values.insert(0, new)
     return values
+
+
+def _finished_rows(rows):
+    """Each trial's row at its largest compute, by trial id. A run reports
+    the compute its whole steps bought, a little under its budget, so the
+    row is found by trial, not by the planned compute."""
+    last = {}
+    for row in rows:
+        kept = last.get(row["trial_id"])
+        if kept is None or row["compute_gflops"] > kept["compute_gflops"]:
+            last[row["trial_id"]] = row
+    return [last[trial] for trial in sorted(last)]
 
 
 def _unique(entries):

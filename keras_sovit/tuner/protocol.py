@@ -115,17 +115,16 @@ def trial_values(phase, shape, compute, seed=None, fractions=None):
         seed: int or `None`. The replicate seed (`None`: 0).
         fractions: sequence of floats or `None`. Budgets of the one run as
             fractions of `compute` (see `format_fractions`; `None`: the
-            one budget, `"1"`).
-
-    Every value is set: KerasTuner fills a declared hyperparameter that a
-    trial leaves out with a random sample.
+            one budget `compute`).
     """
     values = {f: int(getattr(shape, f)) for f in SHAPE_FIELDS}
     values[COMPUTE_METRIC] = float(compute)
     values[PHASE_HP] = str(phase)
+    # Every declared value is set: KerasTuner fills a missing active one
+    # at random (`ensure_active_values`), which would give an unseeded
+    # trial a random seed and an unbranched one a random budget ladder.
     values[SEED_HP] = 0 if seed is None else int(seed)
-    values[BUDGET_FRACTIONS_HP] = format_fractions(
-        (1.0,) if fractions is None else fractions)
+    values[BUDGET_FRACTIONS_HP] = format_fractions(fractions or (1.0,))
     return values
 
 

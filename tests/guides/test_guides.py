@@ -31,6 +31,7 @@ def test_guides_exist():
         "scaling_laws.md",
         "shape_oracle.md",
         "distributed_and_tpu.md",
+        "fine_tuning.md",
     } <= names
 
 

@@ -39,6 +39,7 @@ def test_layer_basics(tmp_path):
             "dropout_rate": 0.1,
             "stochastic_depth_rate": 0.1,
             "layer_norm_epsilon": 1e-6,
+            "approximate_gelu": False,
         },
         _inputs(),
         (2, 16, 32),
@@ -48,9 +49,12 @@ def test_layer_basics(tmp_path):
     )
 
 
-def test_matches_independent_numpy_block():
+@pytest.mark.parametrize("approximate_gelu", [True, False])
+def test_matches_independent_numpy_block(approximate_gelu):
     x = _inputs(1)
-    block = EncoderBlock(num_heads=4, mlp_dim=48)
+    block = EncoderBlock(
+        num_heads=4, mlp_dim=48, approximate_gelu=approximate_gelu
+    )
     block.build(x.shape)
     randomize_weights(block, seed=2, scale=0.3)
     out = keras.ops.convert_to_numpy(block(x))
@@ -61,10 +65,12 @@ def test_matches_independent_numpy_block():
     h = xd + np_attention(y, y, _attention_weights(block.attention))
     y = np_layer_norm(h, _np(ln1.gamma), _np(ln1.beta))
     d0, d1 = block.mlp.dense_0, block.mlp.dense_1
-    expected = h + np_mlp(
-        y, _np(d0.kernel), _np(d0.bias), _np(d1.kernel), _np(d1.bias)
-    )
+    weights = _np(d0.kernel), _np(d0.bias), _np(d1.kernel), _np(d1.bias)
+    expected = h + np_mlp(y, *weights, approximate=approximate_gelu)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=2e-5)
+    # The other GELU form is measurably different at these scales.
+    other = h + np_mlp(y, *weights, approximate=not approximate_gelu)
+    assert np.max(np.abs(other - expected)) > 1e-3
 
 
 def test_big_vision_weight_layout_and_init():
@@ -118,6 +124,10 @@ def test_stochastic_depth_drops_whole_examples():
         ({"num_heads": 2.5, "mlp_dim": 8}, "num_heads"),
         ({"num_heads": 2, "mlp_dim": -1}, "mlp_dim"),
         ({"num_heads": 2, "mlp_dim": 8, "dropout_rate": 1.0}, "dropout_rate"),
+        (
+            {"num_heads": 2, "mlp_dim": 8, "approximate_gelu": None},
+            "approximate_gelu",
+        ),
         (
             {"num_heads": 2, "mlp_dim": 8, "stochastic_depth_rate": -0.1},
             "stochastic_depth_rate",

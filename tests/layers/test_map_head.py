@@ -19,7 +19,12 @@ def _inputs(seed=0, shape=(2, 16, 32)):
 def test_layer_basics(tmp_path):
     run_layer_test(
         MAPHead,
-        {"num_heads": 4, "mlp_dim": 64, "layer_norm_epsilon": 1e-6},
+        {
+            "num_heads": 4,
+            "mlp_dim": 64,
+            "layer_norm_epsilon": 1e-6,
+            "approximate_gelu": True,
+        },
         _inputs(),
         (2, 32),
         tmp_path,
@@ -28,9 +33,10 @@ def test_layer_basics(tmp_path):
     )
 
 
-def test_matches_independent_numpy_map_head():
+@pytest.mark.parametrize("approximate_gelu", [True, False])
+def test_matches_independent_numpy_map_head(approximate_gelu):
     x = _inputs(1, shape=(3, 10, 32))
-    head = MAPHead(num_heads=4, mlp_dim=40)
+    head = MAPHead(num_heads=4, mlp_dim=40, approximate_gelu=approximate_gelu)
     head.build(x.shape)
     randomize_weights(head, seed=5, scale=0.3)
     out = keras.ops.convert_to_numpy(head(x))
@@ -41,7 +47,12 @@ def test_matches_independent_numpy_map_head():
     y = np_layer_norm(h, _np(head.layer_norm.gamma), _np(head.layer_norm.beta))
     d0, d1 = head.mlp.dense_0, head.mlp.dense_1
     h = h + np_mlp(
-        y, _np(d0.kernel), _np(d0.bias), _np(d1.kernel), _np(d1.bias)
+        y,
+        _np(d0.kernel),
+        _np(d0.bias),
+        _np(d1.kernel),
+        _np(d1.bias),
+        approximate=approximate_gelu,
     )
     np.testing.assert_allclose(out, h[:, 0], rtol=1e-5, atol=2e-5)
 

@@ -13,7 +13,7 @@ def _images(seed=0, shape=(2, 16, 24, 3)):
 def test_layer_basics(tmp_path):
     run_layer_test(
         PatchEmbedding,
-        {"width": 16, "patch_size": 4},
+        {"width": 16, "patch_size": 4, "strict": False},
         _images(),
         (2, 4 * 6, 16),
         tmp_path,
@@ -71,6 +71,43 @@ def test_bad_arguments(kwargs, name):
         PatchEmbedding(**kwargs)
 
 
-def test_image_not_divisible_by_patch():
+def test_image_not_divisible_by_patch_strict():
+    # Since issue 12 the default drops leftover pixels; strict=True refuses.
     with pytest.raises(ValueError, match="patch_size"):
-        PatchEmbedding(width=8, patch_size=5)(np.zeros((1, 16, 16, 3)))
+        PatchEmbedding(width=8, patch_size=5, strict=True)(
+            np.zeros((1, 16, 16, 3))
+        )
+
+
+def test_image_smaller_than_a_patch():
+    with pytest.raises(ValueError, match="patch_size"):
+        PatchEmbedding(width=8, patch_size=5)(np.zeros((1, 4, 16, 3)))
+
+
+def test_leftover_pixels_dropped_with_a_warning():
+    x = _images(3, shape=(2, 19, 26, 3))
+    stem = PatchEmbedding(width=8, patch_size=4)
+    with pytest.warns(UserWarning, match="3 pixel rows and 2 columns"):
+        stem.build(x.shape)
+    out = keras.ops.convert_to_numpy(stem(x))
+    assert out.shape == (2, 4 * 6, 8)
+    # Same as the layer on the image cropped to its top-left 16 x 24 px.
+    cropped = PatchEmbedding(width=8, patch_size=4)
+    cropped.build((None, 16, 24, 3))
+    cropped.set_weights(stem.get_weights())
+    expected = keras.ops.convert_to_numpy(cropped(x[:, :16, :24]))
+    np.testing.assert_array_equal(out, expected)
+    # A strided Conv2D with VALID padding drops the same pixels.
+    conv = keras.layers.Conv2D(8, 4, strides=4, padding="valid")
+    conv.build(x.shape)
+    conv.set_weights(stem.get_weights())
+    conv_out = keras.ops.convert_to_numpy(conv(x)).reshape(2, 24, 8)
+    np.testing.assert_allclose(out, conv_out, rtol=1e-5, atol=1e-5)
+    assert stem.compute_output_shape((None, 19, 26, 3)) == (None, 24, 8)
+
+
+def test_strict_in_config():
+    stem = PatchEmbedding(width=8, patch_size=4, strict=True)
+    assert stem.get_config()["strict"] is True
+    with pytest.raises(ValueError, match="strict"):
+        PatchEmbedding(width=8, patch_size=4, strict="yes")

@@ -5,6 +5,7 @@ import pytest
 import keras_sovit
 from keras_sovit.models import SoViTBackbone
 from tests.testing import check_config_round_trip
+from tests.testing import jit_compile
 
 SHAPE = keras_sovit.ShapeSpec(
     width=32, depth=2, mlp_dim=64, num_heads=4, patch_size=8
@@ -42,6 +43,8 @@ def test_config_round_trip():
             "posemb": "sincos2d",
             "dropout_rate": 0.1,
             "stochastic_depth_rate": 0.1,
+            "approximate_gelu": False,
+            "strict_image_size": True,
             "name": "my_backbone",
         },
     )
@@ -125,7 +128,7 @@ def test_fit_with_dropout_and_stochastic_depth():
         dropout_rate=0.1,
         stochastic_depth_rate=0.1,
     )
-    backbone.compile(optimizer="adam", loss="mse", jit_compile=True)
+    backbone.compile(optimizer="adam", loss="mse", jit_compile=jit_compile())
     x = _images(4, seed=3)
     history = backbone.fit(x, np.zeros((4, 32)), epochs=2, verbose=0)
     losses = history.history["loss"]
@@ -141,7 +144,12 @@ def test_fit_with_dropout_and_stochastic_depth():
     [
         ({"shape": (32, 2, 64, 4, 8)}, "shape"),
         ({"shape": {"width": 32, "depth": 2}}, "values"),
-        ({"image_shape": (30, 32, 3)}, "image_size"),
+        # Refused only when strict since issue 12 (VALID patchify).
+        ({"image_shape": (30, 32, 3), "strict_image_size": True},
+         "image_size"),
+        ({"image_shape": (4, 32, 3)}, "image_size"),
+        ({"strict_image_size": 1}, "strict_image_size"),
+        ({"approximate_gelu": "tanh"}, "approximate_gelu"),
         ({"image_shape": (None, 32, 3)}, "image_shape"),
         ({"image_shape": (32, 32)}, "image_shape"),
         ({"image_shape": (32, 32, 0)}, "image_shape"),
@@ -155,6 +163,58 @@ def test_bad_inputs_raise_value_error(kwargs, name):
     args = {"shape": SHAPE, "image_shape": IMAGE_SHAPE, **kwargs}
     with pytest.raises(ValueError, match=name):
         SoViTBackbone(**args)
+
+
+@pytest.mark.parametrize("pool_type", ["map", "tok"])
+@pytest.mark.parametrize("posemb", ["learn", "sincos2d"])
+def test_any_image_size_drops_leftover_pixels(pool_type, posemb):
+    # 38 x 45 px at patch 8: a 4 x 5 grid, the pixels of 32 x 40 px.
+    kwargs = {"pool_type": pool_type, "posemb": posemb}
+    with pytest.warns(UserWarning, match="strict=True"):
+        odd = SoViTBackbone(SHAPE, image_shape=(38, 45, 3), **kwargs)
+    even = SoViTBackbone(SHAPE, image_shape=(32, 40, 3), **kwargs)
+    assert odd.count_params() == SHAPE.num_params(
+        (38, 45), pool_type=pool_type, posemb=posemb
+    )
+    assert odd.count_params() == even.count_params()
+    tokens = _tokens_model(odd).output.shape[1]
+    assert tokens == SHAPE.num_patches((38, 45)) + (pool_type == "tok")
+    assert SHAPE.num_patches((38, 45)) == 20
+    even.set_weights(odd.get_weights())
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 38, 45, 3))
+    x = x.astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(odd(x)),
+        keras.ops.convert_to_numpy(even(x[:, :32, :40])),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_exact_gelu_reaches_every_mlp(tmp_path):
+    backbone = SoViTBackbone(
+        SHAPE, image_shape=IMAGE_SHAPE, approximate_gelu=False
+    )
+    flags = [
+        layer.approximate_gelu
+        for layer in backbone.layers
+        if hasattr(layer, "approximate_gelu")
+    ]
+    assert flags == [False] * (SHAPE.depth + 1)  # blocks and the MAP head
+    tanh = SoViTBackbone(SHAPE, image_shape=IMAGE_SHAPE)
+    tanh.set_weights(backbone.get_weights())
+    x = _images(seed=4)
+    exact_out = keras.ops.convert_to_numpy(backbone(x))
+    assert not np.allclose(
+        exact_out, keras.ops.convert_to_numpy(tanh(x)), rtol=0, atol=1e-7
+    )
+    path = str(tmp_path / "exact.keras")
+    backbone.save(path)
+    restored = keras.models.load_model(path)
+    assert restored.approximate_gelu is False
+    np.testing.assert_array_equal(
+        exact_out, keras.ops.convert_to_numpy(restored(x))
+    )
 
 
 def test_sincos2d_needs_width_divisible_by_4():

@@ -7,6 +7,7 @@ import pytest
 import keras_sovit
 from keras_sovit.models import SoViTBackbone
 from keras_sovit.models import SoViTClassifier
+from tests.testing import jit_compile as default_jit_compile
 
 SHAPE = keras_sovit.ShapeSpec(
     width=32, depth=1, mlp_dim=64, num_heads=4, patch_size=8
@@ -29,11 +30,13 @@ def _classifier(pool_type="map", posemb="learn", **kwargs):
     return SoViTClassifier(backbone, NUM_CLASSES, **kwargs)
 
 
-def _compile(model, jit_compile=True):
+def _compile(model, jit_compile=None):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
+        jit_compile=default_jit_compile() if jit_compile is None else (
+            jit_compile
+        ),
     )
 
 
@@ -116,7 +119,13 @@ def test_keras_save_load_identical(tmp_path):
     )
 
 
-def test_fit_jit_compile_reduces_loss():
+def test_fit_jit_compile_reduces_loss(request):
+    # XLA on TensorFlow and JAX; on torch this is torch.compile, 3 minutes
+    # of C++ code generation on a CPU, so only with --run_large there.
+    if keras.backend.backend() == "torch" and not request.config.getoption(
+        "--run_large"
+    ):
+        pytest.skip("torch.compile takes minutes on a CPU (--run_large)")
     model = _classifier(pool_type="gap")
     x, y = _data(10)
     _compile(model, jit_compile=True)

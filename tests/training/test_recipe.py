@@ -78,7 +78,8 @@ def test_zero_gradient_step_decays_head_kernel_100x(optimizer):
     config = recipe(1000, base_lr=0.01, warmup_steps=0, optimizer=optimizer)
     opt = make_optimizer(config)
     variables = model.trainable_variables
-    opt.apply([np.zeros(v.shape, "float32") for v in variables], variables)
+    opt.apply([keras.ops.zeros(v.shape, "float32") for v in variables],
+              variables)  # fmt: skip
     values = {v.path: keras.ops.convert_to_numpy(v) for v in variables}
     lr_wd = 0.01 * 0.03
     np.testing.assert_allclose(values["head/kernel"], 0.5 * (1 - 100 * lr_wd))

@@ -13,6 +13,7 @@ import keras_sovit
 from keras_sovit.tuner import ShapeOracle
 from keras_sovit.tuner import SoViTHyperModel
 from keras_sovit.tuner import checkpoint_metric_name
+from keras_sovit.tuner.protocol import format_fractions
 
 NUM_CLASSES = 4
 IMAGE_SHAPE = (16, 16, 3)
@@ -200,8 +201,12 @@ def test_declares_every_oracle_hyperparameter():
     hp = keras_tuner.HyperParameters()
     make_hypermodel().declare_hyperparameters(hp)
     names = {h.name for h in hp.space}
+    # budget_fractions: declared so that a ShapeOracle plans one branched
+    # run per shape (its value is the hypermodel's checkpoints).
     assert names == {"width", "depth", "mlp_dim", "num_heads", "patch_size",
-                     "compute_gflops", "phase", "seed"}
+                     "compute_gflops", "phase", "seed", "budget_fractions"}
+    assert hp.values["budget_fractions"] == format_fractions(
+        make_hypermodel().checkpoints)
     # The defaults build a valid tiny model cheaply.
     shape = keras_sovit.ShapeSpec.from_dict(hp.values)
     assert shape.gflops(16) < 1e-3

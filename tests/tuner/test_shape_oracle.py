@@ -72,7 +72,8 @@ def observe(law, trial, noise=0.01):
     })]
 
 
-def run(oracle, law, stop_after=None, fail=(), nan=(), leave_running=False):
+def run(oracle, law, stop_after=None, fail=(), nan=(), leave_running=False,
+        noise=0.01):
     """Drives the oracle; returns the trials in the order they were run."""
     ran = []
     while stop_after is None or len(ran) < stop_after:
@@ -85,7 +86,7 @@ def run(oracle, law, stop_after=None, fail=(), nan=(), leave_running=False):
             trial.status = TrialStatus.FAILED
             oracle.end_trial(trial)
             continue
-        for step, metrics in observe(law, trial):
+        for step, metrics in observe(law, trial, noise):
             if trial.trial_id in nan:
                 metrics[METRIC] = float("nan")
             oracle.update_trial(trial.trial_id, metrics, step=step)
@@ -135,7 +136,7 @@ def test_values_are_plain_python_on_the_declared_grid(finished):
     for trial in trials:
         for name, value in trial.hyperparameters.values.items():
             hp = space[name]
-            if name == "phase":
+            if name in ("phase", "budget_fractions"):
                 assert type(value) is str and value in hp.values
             elif name == "compute_gflops":
                 assert type(value) is float
@@ -393,7 +394,9 @@ def test_validation_trials_check_local_optimality(tmp_path):
     oracle = make_oracle(exponents=exponents, validation_trials=True,
                          validation_compute=9e10, final_trials=())
     oracle._set_project_dir(str(tmp_path), "p")
-    trials = run(oracle, PAPER_LIKE_LAW)
+    # Noise-free answers: the check's verdict is then the truth's, exactly
+    # (the noise-aware decision is the subject of issue 11).
+    trials = run(oracle, PAPER_LIKE_LAW, noise=0.0)
     validation = [t for t in trials
                   if t.hyperparameters.values["phase"] == "validation"]
     center = keras_sovit.ShapeSpec.from_dict(
@@ -412,11 +415,8 @@ def test_validation_trials_check_local_optimality(tmp_path):
                for t in validation)
     true = {s: PAPER_LIKE_LAW.loss(s, 9e10) for s in shapes}
     expected = true[center] <= min(v for s, v in true.items() if s != center)
-    # 1% noise can flip near-ties; compare only clear cases.
-    gap = min(v for s, v in true.items() if s != center) / true[center] - 1
-    if abs(gap) > 0.03:
-        assert oracle.validation["locally_optimal"] == expected
-    assert oracle.validation["locally_optimal"] in (True, False)
+    assert oracle.validation["locally_optimal"] is expected
+    assert oracle.validation["proposal_value"] == pytest.approx(true[center])
 
 
 def test_checkpoint_metrics_become_extra_rows(tmp_path):
