@@ -64,6 +64,8 @@ class SoViTClassifier(FunctionalModel):
         dtype=None,
         **kwargs,
     ):
+        # Long on purpose, as the backbone's: validation, layers, the
+        # functional graph and the config, in the order Keras needs them.
         if not isinstance(backbone, SoViTBackbone):
             raise ValueError(
                 "`backbone` must be a keras_sovit.models.SoViTBackbone. "

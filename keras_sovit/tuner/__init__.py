@@ -7,6 +7,7 @@ search in `isoflop_phase.py`) under a frozen
 (`proposals.py`); `protocol.py` names what a trial carries.
 """
 
+from keras_sovit.tuner import isoflop_phase  # noqa: F401 (registers it)
 from keras_sovit.tuner.config import SearchConfig
 from keras_sovit.tuner.defaults import default_plan
 from keras_sovit.tuner.hypermodel import SoViTHyperModel
@@ -16,7 +17,6 @@ from keras_sovit.tuner.phases import register_phase
 from keras_sovit.tuner.proposals import Observations
 from keras_sovit.tuner.proposals import ProposalRule
 from keras_sovit.tuner.proposals import register_proposal_rule
-from keras_sovit.tuner import isoflop_phase  # noqa: F401 (registers it)
 from keras_sovit.tuner.protocol import ISOFLOP_PHASES
 from keras_sovit.tuner.protocol import PAPER_PHASES
 from keras_sovit.tuner.protocol import PhaseName
