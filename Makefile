@@ -20,22 +20,29 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/shape_search.py
 
-# The whole suite on TensorFlow, then the backend-sensitive part on JAX and
-# on torch.
-test: test-tf test-jax test-torch
+# The whole suite on TensorFlow and, beside it, the backend-sensitive part on
+# JAX then torch: two processes for the CI machine's two cores (each pass is
+# mostly single-threaded Python and small kernels). Each pass's output is
+# printed when it ends.
+test: $(STAMP)
+	$(MAKE) -j2 --output-sync=target test-tf test-backends
+
+test-backends: $(STAMP)
+	$(MAKE) test-jax
+	$(MAKE) test-torch
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not tf_only" \
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not tf_only and not backend_free" \
 		tests/layers tests/models tests/data tests/training tests/evaluation \
 		tests/tuner
 
 # torch trains eagerly in these tests (jit_compile=True would be
 # torch.compile, minutes per model on a CPU).
 test-torch: $(STAMP)
-	KERAS_BACKEND=torch $(PY) -m pytest -q -m "not tf_only" \
+	KERAS_BACKEND=torch $(PY) -m pytest -q -m "not tf_only and not backend_free" \
 		tests/layers tests/models tests/training tests/evaluation \
 		tests/checkpoints tests/tuner
 

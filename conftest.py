@@ -62,6 +62,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "tf_only: needs the TensorFlow backend (tf.distribute)"
     )
+    config.addinivalue_line(
+        "markers",
+        "backend_free: computes nothing on the Keras backend (the oracle's "
+        "own logic); run on the TensorFlow pass, deselected on the others",
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,6 +14,9 @@ from keras_sovit.tuner import ISOFLOP_PHASES
 from keras_sovit.tuner import PAPER_PHASES
 from keras_sovit.tuner import ShapeOracle
 
+# The oracle's own logic: no backend computation to repeat on JAX/torch.
+pytestmark = pytest.mark.backend_free
+
 METRIC = "val_loss"
 # The search-efficiency benchmark's setting (benchmarks/README.md): SoViT-
 # 400m's budget, 224 px, patch 14, 16 heads.

@@ -22,6 +22,9 @@ from keras_sovit.tuner import register_phase
 from keras_sovit.tuner import register_proposal_rule
 from keras_sovit.tuner.proposals import ShapeGrid
 
+# The oracle's own logic: no backend computation to repeat on JAX/torch.
+pytestmark = pytest.mark.backend_free
+
 METRIC = "fewshot_10shot_error"
 EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
 BASE = keras_sovit.ShapeSpec(608, 10, 928, 16, patch_size=14)

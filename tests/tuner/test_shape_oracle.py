@@ -15,6 +15,9 @@ from keras_sovit.scaling import DataLimitedLaw
 from keras_sovit.tuner import ShapeOracle
 from keras_sovit.tuner import checkpoint_metric_name
 
+# The oracle's own logic: no backend computation to repeat on JAX/torch.
+pytestmark = pytest.mark.backend_free
+
 METRIC = "fewshot_10shot_error"
 OBJECTIVE = keras_tuner.Objective(METRIC, "min")
 CENTER = keras_sovit.ShapeSpec(1968, 40, 6144, 16, patch_size=14)
