@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tf test-jax test-torch bench install clean
+.PHONY: demo test test-tf test-backends test-jax test-torch bench install clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)

@@ -77,7 +77,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "large" in item.keywords and not config.getoption("--run_large"):
             item.add_marker(skip_large)
-        if "tf_only" in item.keywords and keras.backend.backend() != "tensorflow":
+        if ("tf_only" in item.keywords
+                and keras.backend.backend() != "tensorflow"):
             item.add_marker(skip_tf)
 
 
