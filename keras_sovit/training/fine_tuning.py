@@ -26,6 +26,7 @@ import re
 
 import keras
 
+from keras_sovit.training.optimizers import regex_multiplier
 from keras_sovit.training.recipe import SigmoidCrossEntropy
 
 PAPER_FINE_TUNING = {
@@ -211,10 +212,7 @@ class LayerDecaySGD(keras.optimizers.SGD):
 
     def lr_multiplier(self, path):
         """The learning-rate multiplier of a variable path (1 if none)."""
-        for pattern, mult in self.lr_mults:
-            if re.search(pattern, path):
-                return mult
-        return 1.0
+        return regex_multiplier(self.lr_mults, path, default=1.0)
 
     def build(self, var_list):
         if self.built:

@@ -34,6 +34,15 @@ from keras_sovit._validation import check_number
 DEFAULT_WD_MULTS = ((r"kernel$", 1.0),)
 
 
+def regex_multiplier(pairs, path, default):
+    """The multiplier of the first `(regex, multiplier)` pair whose regex
+    matches `path` (`re.search`), else `default`."""
+    for pattern, mult in pairs:
+        if re.search(pattern, path):
+            return mult
+    return default
+
+
 def _check_wd_mults(wd_mults):
     try:
         pairs = [(str(p), float(m)) for p, m in wd_mults]
@@ -58,10 +67,7 @@ class _DecayMultipliers:
 
     def decay_multiplier(self, path):
         """The weight-decay multiplier of a variable path (0 if none)."""
-        for pattern, mult in self.wd_mults:
-            if re.search(pattern, path):
-                return mult
-        return 0.0
+        return regex_multiplier(self.wd_mults, path, default=0.0)
 
     def _build_decay(self, var_list):
         self._decay_mults = [self.decay_multiplier(v.path) for v in var_list]
