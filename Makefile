@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tf test-backends test-jax test-torch bench install clean
+.PHONY: demo test test-part1 test-part2 test-tf test-tf-search test-tf-core \
+	test-jax test-torch bench install clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,16 +21,27 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/shape_search.py
 
-# The whole suite on TensorFlow and, beside it, the backend-sensitive part on
-# JAX then torch: two processes for the CI machine's two cores (each pass is
-# mostly single-threaded Python and small kernels). Each pass's output is
-# printed when it ends.
+# The whole suite on TensorFlow plus the backend-sensitive part on JAX and
+# on torch, as two balanced processes for the CI machine's two cores (each
+# pass is mostly single-threaded Python and small kernels); each part's
+# output is printed when it ends. `make test-tf` alone is the whole TF suite.
 test: $(STAMP)
-	$(MAKE) -j2 --output-sync=target test-tf test-backends
+	$(MAKE) -j2 --output-sync=target test-part1 test-part2
 
-test-backends: $(STAMP)
-	$(MAKE) test-jax
+test-part1: $(STAMP)
+	$(MAKE) test-tf-search
 	$(MAKE) test-torch
+
+test-part2: $(STAMP)
+	$(MAKE) test-tf-core
+	$(MAKE) test-jax
+
+test-tf-search: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests/tuner tests/guides
+
+test-tf-core: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests \
+		--ignore=tests/tuner --ignore=tests/guides
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests

@@ -114,8 +114,11 @@ def test_each_cooled_branch_equals_an_independent_run(optimizer):
         np.testing.assert_array_equal(got_w, want_w)
     assert run.charged_gflops == 46 * 8
     assert int(net.optimizer.iterations) == 40
-    # One compile for the main run and every branch.
-    assert run.train_traces == 1
+    # One compile for the main run and every branch; torch runs the step
+    # eagerly, one Python execution per step (46: the main run's 40 steps
+    # and the branches' cooldowns, as charged above).
+    eager = keras.backend.backend() == "torch"
+    assert run.train_traces == (46 if eager else 1)
 
 
 def test_main_run_is_unaffected_by_branches():

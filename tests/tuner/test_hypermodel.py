@@ -98,7 +98,9 @@ def test_fit_reports_cooled_budgets_with_exact_compute():
         per_example * BATCH * 10
     )
     assert checkpoint_metric_name(METRIC, 3) not in metrics
-    assert hypermodel.last_run.train_traces == 1
+    # One compile; torch runs the step eagerly, once per charged step.
+    eager = keras.backend.backend() == "torch"
+    assert hypermodel.last_run.train_traces == (10 if eager else 1)
 
 
 def test_training_improves_the_objective_over_the_untrained_network():
