@@ -22,10 +22,10 @@ the full rate. The warm-up is scaled down for short runs:
 """
 
 import math
-import re
 
 import keras
 
+from keras_sovit.training.optimizers import check_regex_pairs
 from keras_sovit.training.optimizers import regex_multiplier
 from keras_sovit.training.recipe import SigmoidCrossEntropy
 
@@ -200,15 +200,7 @@ class LayerDecaySGD(keras.optimizers.SGD):
         super().__init__(
             learning_rate=learning_rate, momentum=momentum, name=name, **kwargs
         )
-        try:
-            self.lr_mults = tuple((str(p), float(m)) for p, m in lr_mults)
-            for pattern, _ in self.lr_mults:
-                re.compile(pattern)
-        except (TypeError, ValueError, re.error) as error:
-            raise ValueError(
-                "`lr_mults` must be a sequence of (regex, multiplier) pairs."
-                f" Received: lr_mults={lr_mults!r} ({error})"
-            ) from None
+        self.lr_mults = check_regex_pairs("lr_mults", lr_mults)
 
     def lr_multiplier(self, path):
         """The learning-rate multiplier of a variable path (1 if none)."""

@@ -43,17 +43,19 @@ def regex_multiplier(pairs, path, default):
     return default
 
 
-def _check_wd_mults(wd_mults):
+def check_regex_pairs(name, pairs):
+    """`pairs` as a tuple of `(regex, multiplier)`, each regex compiled
+    once to check it; a `ValueError` naming `name` otherwise."""
     try:
-        pairs = [(str(p), float(m)) for p, m in wd_mults]
-        for pattern, _ in pairs:
+        checked = tuple((str(p), float(m)) for p, m in pairs)
+        for pattern, _ in checked:
             re.compile(pattern)
     except (TypeError, ValueError, re.error) as error:
         raise ValueError(
-            "`wd_mults` must be a sequence of (regex, multiplier) pairs. "
-            f"Received: wd_mults={wd_mults!r} ({error})"
+            f"`{name}` must be a sequence of (regex, multiplier) pairs. "
+            f"Received: {name}={pairs!r} ({error})"
         ) from None
-    return tuple(pairs)
+    return checked
 
 
 class _DecayMultipliers:
@@ -63,7 +65,7 @@ class _DecayMultipliers:
         self.decoupled_weight_decay = check_number(
             "weight_decay", weight_decay, low=0.0, allow_none=True
         )
-        self.wd_mults = _check_wd_mults(wd_mults)
+        self.wd_mults = check_regex_pairs("wd_mults", wd_mults)
 
     def decay_multiplier(self, path):
         """The weight-decay multiplier of a variable path (0 if none)."""
