@@ -112,6 +112,55 @@ def compare(a, b, alpha=0.05):
     return out
 
 
+def local_optimality(proposal, neighbours, alpha=0.1):
+    """Whether any neighbour is significantly better than the proposal.
+
+    One one-sided Welch test per neighbour ("the neighbour's mean is
+    lower"), Bonferroni-corrected: a truly locally optimal proposal (no
+    neighbour better) is called "not locally optimal" with probability at
+    most `alpha`, however many neighbours there are.
+
+    Args:
+        proposal: sequence of floats, the proposal's replicates.
+        neighbours: dict `name -> sequence of floats`.
+        alpha: float in (0, 1). The family-wise false-alarm rate.
+
+    Returns:
+        dict with `locally_optimal` (`False` when some neighbour is better,
+        `True` when every neighbour was tested and none is, `None` when a
+        side has fewer than two replicates), `better` (the names of the
+        significantly better neighbours), `p_values` (name -> one-sided p
+        or `None`) and `alpha`.
+
+    Example:
+
+    ```python
+    from keras_sovit.scaling.noise import local_optimality
+    local_optimality([0.80, 0.81, 0.79],
+                     {"wider": [0.70, 0.71, 0.69],
+                      "deeper": [0.83, 0.82, 0.84]})["better"]  # ["wider"]
+    ```
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"`alpha` must lie in (0, 1). Received: {alpha!r}")
+    own = np.asarray(proposal, dtype=float)
+    p_values = {}
+    for name, values in neighbours.items():
+        values = np.asarray(values, dtype=float)
+        p_values[name] = None
+        if own.size >= 2 and values.size >= 2:
+            p = stats.ttest_ind(values, own, equal_var=False,
+                                alternative="less").pvalue
+            # Zero variance on both sides: the t statistic is undefined.
+            p_values[name] = None if np.isnan(p) else float(p)
+    level = alpha / max(len(p_values), 1)
+    better = [n for n, p in p_values.items() if p is not None and p < level]
+    tested = p_values and all(p is not None for p in p_values.values())
+    locally_optimal = False if better else (True if tested else None)
+    return {"locally_optimal": locally_optimal, "better": better,
+            "p_values": p_values, "alpha": float(alpha)}
+
+
 def clearly_lower(low, high, sigmas=2.0):
     """Whether summary `low` is below `high` by more than `sigmas` SEs.
 

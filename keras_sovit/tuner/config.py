@@ -20,6 +20,7 @@ from keras_sovit._validation import check_choice
 from keras_sovit._validation import check_dim_dict
 from keras_sovit._validation import check_grids
 from keras_sovit._validation import check_non_negative_int
+from keras_sovit._validation import check_number
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit._validation import check_shape_spec
@@ -74,6 +75,8 @@ class SearchConfig:
     proposal_method: str
     validation_trials: bool
     validation_compute: float
+    validation_seeds: int
+    validation_alpha: float
     n_bootstrap: int
     max_grid_extensions: int
     phases: tuple
@@ -89,7 +92,8 @@ class SearchConfig:
         star_budgets=None, grid=None, grid_budget=None, exponents=None,
         base_shape=None, base_compute=None, rounding=None,
         final_trials=("proposal",), proposal_method="auto",
-        validation_trials=False, validation_compute=None, image_size=224,
+        validation_trials=False, validation_compute=None,
+        validation_seeds=3, validation_alpha=0.1, image_size=224,
         n_bootstrap=200, max_grid_extensions=8, phases=None,
         replicates=1, final_seeds=1, branch_budgets=None, template=None,
         isoflop=None,
@@ -120,6 +124,13 @@ class SearchConfig:
                 "validation_trials", bool(validation_trials)
             ),
             validation_compute=None,
+            validation_seeds=check_positive_int(
+                "validation_seeds", validation_seeds
+            ),
+            validation_alpha=check_number(
+                "validation_alpha", validation_alpha, low=0.0, high=1.0,
+                low_open=True, high_open=True,
+            ),
             n_bootstrap=check_non_negative_int("n_bootstrap", n_bootstrap),
             max_grid_extensions=check_non_negative_int(
                 "max_grid_extensions", max_grid_extensions

@@ -306,7 +306,13 @@ class Proposal(Phase):
 
 @register_phase
 class Validation(Phase):
-    """The proposal's ×1.2 / ÷1.2 neighbours at an intermediate compute."""
+    """The proposal's ×1.2 / ÷1.2 neighbours at an intermediate compute.
+
+    Each shape is trained `validation_seeds` times; the proposal is "not
+    locally optimal" only when a neighbour is significantly better
+    (`noise.local_optimality`, family-wise false-alarm rate
+    `validation_alpha`), never from single noisy runs.
+    """
 
     name = PhaseName.VALIDATION.value
 
@@ -314,37 +320,43 @@ class Validation(Phase):
         return context.config.validation_trials
 
     def plan(self, context):
+        config = context.config
         center = context.proposal("validation")
-        shapes = [center] + context.shape_grid.neighbours(
-            center, context.config.dims
-        )
-        return _unique([context.trial(self.name, s,
-                                      context.config.validation_compute)
-                        for s in shapes])
+        shapes = [center] + context.shape_grid.neighbours(center,
+                                                          config.dims)
+        return _unique([
+            values for shape in shapes
+            for values in context.trials(self.name, shape,
+                                         config.validation_compute,
+                                         config.validation_seeds)
+        ])
 
     def finish(self, context):
-        compute = context.config.validation_compute
-        scores = {}
+        config = context.config
+        groups = {}
         for row in _finished_rows(context.results(self.name)):
             key = _shape_json({f: row[f] for f in SHAPE_FIELDS})
-            scores[key] = float(row["metric_value"])
+            groups.setdefault(key, []).append(float(row["metric_value"]))
         proposal = context.state.proposals_["validation"]
-        own = scores.get(_shape_json(proposal))
-        others = [v for k, v in scores.items() if k != _shape_json(proposal)]
-        locally_optimal = None
-        if own is not None and others:
-            locally_optimal = bool(own <= min(others))
+        own = groups.pop(_shape_json(proposal), [])
+        decision = noise.local_optimality(own, groups,
+                                          config.validation_alpha)
         context.state.validation_ = {
-            "compute_gflops": float(compute),
+            "compute_gflops": float(config.validation_compute),
             "proposal": proposal,
-            "proposal_value": own,
-            "neighbour_values": scores,
-            "locally_optimal": locally_optimal,
+            "proposal_value": noise.summarize(own)["mean"] if own else None,
+            "proposal_values": own,
+            "neighbour_values": {k: float(np.mean(v))
+                                 for k, v in groups.items()},
+            "neighbour_replicates": groups,
+            **decision,
         }
-        if locally_optimal is False:
+        if decision["locally_optimal"] is False:
             logger.warning(
-                "ShapeOracle: the proposal is not locally optimal at %g "
-                "GFLOPs: %s", compute, context.state.validation_,
+                "ShapeOracle: a neighbour of the proposal is significantly "
+                "better at %g GFLOPs (alpha %g): %s",
+                config.validation_compute, config.validation_alpha,
+                decision["better"],
             )
         return True
 

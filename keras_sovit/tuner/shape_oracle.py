@@ -81,9 +81,13 @@ class ShapeOracle(keras_tuner.Oracle):
             `"auto"`, `"paper"`, `"joint"` or `"isoflop"`
             (`keras_sovit.tuner.proposals`).
         validation_trials: bool. Train the proposal and its ×1.2 / ÷1.2
-            neighbours at `validation_compute` (the paper's procedure).
+            neighbours at `validation_compute` (the paper's procedure),
+            `validation_seeds` times each.
         validation_compute: float or `None`. Defaults to the geometric mean
             of the largest sweep budget and `target_compute`.
+        validation_seeds, validation_alpha: int and float. Replicates per
+            validation shape, and the false-alarm rate of the decision
+            (`keras_sovit.scaling.noise.local_optimality`).
         image_size: int or `(height, width)`. Image size used for compute.
         n_bootstrap: int. Bootstrap resamples of the star-sweep fit.
         max_grid_extensions: int. How often the grid may be extended when
@@ -117,7 +121,8 @@ class ShapeOracle(keras_tuner.Oracle):
         star_budgets=None, grid=None, grid_budget=None, exponents=None,
         base_shape=None, base_compute=None, rounding=None,
         final_trials=("proposal",), proposal_method="auto",
-        validation_trials=False, validation_compute=None, image_size=224,
+        validation_trials=False, validation_compute=None,
+        validation_seeds=3, validation_alpha=0.1, image_size=224,
         n_bootstrap=200, max_grid_extensions=8, phases=None,
         replicates=1, final_seeds=1, branch_budgets=None, seed=None,
         max_retries_per_trial=0, max_consecutive_failed_trials=3,
@@ -131,7 +136,9 @@ class ShapeOracle(keras_tuner.Oracle):
             rounding=rounding, final_trials=final_trials,
             proposal_method=proposal_method,
             validation_trials=validation_trials,
-            validation_compute=validation_compute, image_size=image_size,
+            validation_compute=validation_compute,
+            validation_seeds=validation_seeds,
+            validation_alpha=validation_alpha, image_size=image_size,
             n_bootstrap=n_bootstrap,
             max_grid_extensions=max_grid_extensions, phases=phases,
             replicates=replicates, final_seeds=final_seeds,

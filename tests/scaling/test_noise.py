@@ -4,10 +4,12 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from keras_sovit.scaling import law as law_lib
 from keras_sovit.scaling.noise import clearly_lower
 from keras_sovit.scaling.noise import compare
+from keras_sovit.scaling.noise import local_optimality
 from keras_sovit.scaling.noise import replicate_summaries
 from keras_sovit.scaling.noise import summarize
 from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
@@ -40,8 +42,6 @@ def test_replicate_summaries_group_by_shape_and_compute():
 
 
 def test_compare_is_welch_and_says_not_distinguishable_honestly():
-    from scipy import stats
-
     a, b = [0.80, 0.79, 0.81], [0.90, 0.92, 0.91]
     out = compare(a, b)
     assert out["verdict"] == "better"
@@ -93,3 +93,67 @@ def test_bootstrap_resamples_whole_trials():
             # A trial comes with both of its runs or not at all.
             assert list(drawn).count(name) % 2 == 0
         assert len(set(drawn)) <= 3
+
+
+def _welch_less(a, b):
+    """One-sided Welch p-value of mean(a) < mean(b), written out."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    return float(stats.t.cdf(t, df))
+
+
+def test_local_optimality_p_values_are_one_sided_welch():
+    proposal = [1.00, 1.10, 0.90]
+    neighbours = {"a": [0.80, 0.95, 0.85], "b": [1.2, 1.3, 1.0, 1.1]}
+    result = local_optimality(proposal, neighbours, alpha=0.1)
+    for name, values in neighbours.items():
+        assert result["p_values"][name] == pytest.approx(
+            _welch_less(values, proposal), rel=1e-9)
+    assert result["alpha"] == 0.1
+
+
+def test_local_optimality_corrects_for_the_number_of_neighbours():
+    proposal = [1.00, 1.10, 0.90]
+    close = [0.87, 0.97, 0.77]  # one-sided p between 0.1 / 4 and 0.1
+    p = _welch_less(close, proposal)
+    assert 0.025 < p < 0.1
+    alone = local_optimality(proposal, {"close": close}, alpha=0.1)
+    assert alone["locally_optimal"] is False
+    assert alone["better"] == ["close"]
+    worse = [2.0, 2.1, 1.9]
+    four = local_optimality(
+        proposal, {"close": close, "w1": worse, "w2": worse, "w3": worse},
+        alpha=0.1)
+    assert four["locally_optimal"] is True
+    assert four["better"] == []
+
+
+def test_local_optimality_false_alarm_rate_is_at_most_alpha():
+    rng = np.random.default_rng(0)
+    trials, alpha = 2000, 0.1
+    alarms = detections = 0
+    for _ in range(trials):
+        proposal = rng.normal(size=3)
+        same = {f"n{i}": rng.normal(size=3) for i in range(6)}
+        alarms += local_optimality(proposal, same, alpha)[
+            "locally_optimal"] is False
+        far = dict(same, n0=rng.normal(size=3) - 10.0)
+        detections += local_optimality(proposal, far, alpha)["better"] == [
+            "n0"]
+    # Under the null the rate is at most alpha (Bonferroni); 3 binomial
+    # standard errors of slack for the 2000 draws.
+    assert alarms / trials <= alpha + 3 * math.sqrt(alpha * 0.9 / trials)
+    # A neighbour 10 sigma better is found (and only it) nearly always.
+    assert detections / trials > 0.95
+
+
+def test_local_optimality_needs_two_replicates_per_side():
+    single = local_optimality([1.0], {"a": [0.5, 0.6]})
+    assert single["locally_optimal"] is None
+    assert single["p_values"] == {"a": None}
+    partial = local_optimality([1.0, 1.1], {"a": [2.0, 2.1], "b": [0.5]})
+    assert partial["locally_optimal"] is None
+    with pytest.raises(ValueError, match="alpha"):
+        local_optimality([1.0, 1.1], {"a": [2.0, 2.1]}, alpha=0.0)
