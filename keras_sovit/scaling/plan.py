@@ -339,8 +339,9 @@ def select_grid_optimum(results, metric_name=None, rtol=0.01):
     start = len(levels) - 1
     while start > 0 and best[start - 1] == x0:
         start -= 1
-    _check_interior(x0, shapes)
-    return x0, _checkpoint_value(curves, levels[start])
+    t0 = _checkpoint_value(curves, levels[start])
+    _check_interior(x0, t0, shapes)
+    return x0, t0
 
 
 class GridBoundaryError(ValueError):
@@ -349,15 +350,18 @@ class GridBoundaryError(ValueError):
     A `ValueError` that says which grids to extend, so sweep drivers can
     extend them automatically: `extend` maps each boundary dimension to
     `"upward"` or `"downward"`; `dim` and `direction` give the first one.
+    `x0` and `t0` are the boundary optimum, for a driver that cannot extend
+    (a grid already at depth 1 cannot go lower).
     """
 
-    def __init__(self, message, extend):
+    def __init__(self, message, extend, x0=None, t0=None):
         super().__init__(message)
         self.extend = dict(extend)
         self.dim, self.direction = next(iter(self.extend.items()))
+        self.x0, self.t0 = x0, t0
 
 
-def _check_interior(x0, shapes):
+def _check_interior(x0, t0, shapes):
     extend, parts = {}, []
     for dim in SCALED_DIMS:
         values = sorted({getattr(s, dim) for s in shapes})
@@ -381,7 +385,7 @@ def _check_interior(x0, shapes):
             + "; ".join(parts)
             + ". Sweep again; the paper requires the optimum to be "
             "interior.",
-            extend,
+            extend, x0=x0, t0=t0,
         )
 
 

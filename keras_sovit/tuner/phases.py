@@ -220,15 +220,25 @@ class GridSweep(Phase):
         try:
             shape, compute = plan_lib.select_grid_optimum(results)
         except plan_lib.GridBoundaryError as error:
-            if state.grid_extensions_ >= config.max_grid_extensions:
+            room = [(d, way) for d, way in error.extend.items()
+                    if _extended(state.grid_[d], config.grid_steps[d], way)
+                    != sorted(state.grid_[d])]
+            if not room:
+                # On the lattice's floor (e.g. depth 1): nothing smaller
+                # exists, so the boundary shape is the lattice optimum.
+                logger.warning("ShapeOracle: the grid optimum %s is on the "
+                               "smallest possible values.", error.x0)
+                shape, compute = error.x0, error.t0
+            elif state.grid_extensions_ >= config.max_grid_extensions:
                 raise RuntimeError(
                     "ShapeOracle: the grid sweep's optimum lies on the "
                     f"boundary after {state.grid_extensions_} extensions; "
                     "widen `grid` or raise `max_grid_extensions`. "
                     f"({error})"
                 ) from error
-            self._extend(context, error.dim, error.direction)
-            return False
+            else:
+                self._extend(context, *room[0])
+                return False
         state.base_shape_ = shape.to_dict()
         state.base_compute_ = float(compute)
         return True
@@ -236,14 +246,8 @@ class GridSweep(Phase):
     def _extend(self, context, dim, direction):
         """Adds two values (×1.2 apart) beyond the edge the optimum is on."""
         grid = context.state.grid_
-        values = _extended(grid[dim], context.config.grid_steps[dim],
-                           direction)
-        if len(values) == len(grid[dim]):
-            raise RuntimeError(
-                f"ShapeOracle: the grid optimum wants {dim} below "
-                f"{values[0]}, the smallest value on the grid."
-            )
-        grid[dim] = values
+        grid[dim] = _extended(grid[dim], context.config.grid_steps[dim],
+                              direction)
         context.state.grid_extensions_ += 1
         logger.info("ShapeOracle: grid extended to %s.", grid)
 

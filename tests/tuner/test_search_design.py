@@ -383,3 +383,35 @@ def test_the_standard_baseline_does_not_depend_on_the_proposal():
     from keras_sovit.tuner.proposals import standard_depth
     assert standard_depth(768) == pytest.approx(12)
     assert standard_depth(1024) == pytest.approx(24)
+
+
+class _ShallowIsBest:
+    """A truth whose best depth is below 1: loss grows with depth, and
+    width and MLP have interior optima at 64 and 256."""
+
+    def loss(self, shape, compute):
+        return (1.0 + 0.05 * shape.depth
+                + 0.1 * np.log(shape.width / 64) ** 2
+                + 0.1 * np.log(shape.mlp_dim / 256) ** 2
+                + 1e3 / compute)
+
+
+def test_grid_optimum_at_depth_one_is_accepted(tmp_path):
+    # Bug: the grid sweep raised "wants depth below 1" instead of taking
+    # the lattice's floor as the optimum (found on the real-data table,
+    # where one-block models win at small budgets).
+    oracle = ShapeOracle(
+        objective=keras_tuner.Objective(METRIC, "min"), target_compute=1e4,
+        exponents=EXPONENTS,
+        grid={"width": [48, 64, 80], "depth": [1, 2, 3],
+              "mlp_dim": [192, 256, 320]},
+        grid_budget=1e3, image_size=28, final_trials=(), seed=0,
+        max_consecutive_failed_trials=1,
+    )
+    oracle._set_project_dir(str(tmp_path), "p")
+    run(oracle, _ShallowIsBest())
+    assert oracle.state.base_shape_["depth"] == 1
+    assert (oracle.state.base_shape_["width"],
+            oracle.state.base_shape_["mlp_dim"]) == (64, 256)
+    assert oracle.state.grid_extensions_ == 0
+    assert oracle.proposal is not None
