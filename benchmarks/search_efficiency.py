@@ -27,8 +27,10 @@ G at patch 14) chosen in hindsight at T.
 
 With `--oracle`, the same truths drive `keras_sovit.tuner.ShapeOracle`
 (its default IsoFLOP phases and final trial) through KerasTuner's
-create_trial / update_trial / end_trial, and the script prints its regret
-and the report's total compute in units of T.
+create_trial / update_trial / end_trial, and the script prints its regret,
+the report's total compute in units of T and (unless `--no_builtins`) the
+best built-in search given, per seed, the oracle's own total compute, with
+the ratio of the two median regrets.
 
 Usage:
     python benchmarks/search_efficiency.py [--seeds 5] [--noise 0.01 0.03]
@@ -125,30 +127,43 @@ def run_oracle(law, noise, seed, budget):
     return oracle.proposal, report["compute"]["total"], len(oracle.trials)
 
 
-def run_oracle_suite(truths, noises, seeds, budget):
-    """Regret and total compute / T of the ShapeOracle on the suite."""
+def run_oracle_suite(truths, noises, seeds, budget, builtins=True):
+    """Regret and total compute / T of the ShapeOracle on the suite, and
+    (with `builtins`) the best KerasTuner built-in given, per seed, the
+    oracle's total compute (`ratio`: oracle / best built-in, medians)."""
     print(f"ShapeOracle (create/update/end), sweeps <= {budget:g} T, "
           f"{seeds} seeds, target {TARGET:.3g} GFLOPs")
     print(f"  {'truth':<13} {'role':<9} {'noise':>5} {'median regret':>14}"
           f" {'max':>7} {'median C/T':>10} {'max C/T':>8} {'trials':>7}"
-          f" {'s/run':>6}")
+          f" {'s/run':>6}" + (f" {'best built-in':>21} {'ratio':>6}"
+                              if builtins else ""))
     for noise in noises:
         for name in truths:
             law, role = SUITE[name]
             best, _ = yardsticks(law)
-            rows = []
+            rows, others = [], {}
             start = time.time()
             for seed in range(seeds):
                 shape, total, n = run_oracle(law, noise, seed, budget)
                 rows.append((regret(law, shape, best), total, n))
+                if builtins:
+                    found = run_builtins(law, noise, seed, total * TARGET, 0.0)
+                    for method, (pick, _) in found.items():
+                        others.setdefault(method, []).append(
+                            regret(law, pick, best))
             rows = np.array(rows)
             seconds = (time.time() - start) / seeds
-            print(f"  {name:<13} {role:<9} {noise:>5.0%} "
-                  f"{_pct(np.median(rows[:, 0])):>14} "
-                  f"{_pct(rows[:, 0].max()):>7} "
-                  f"{np.median(rows[:, 1]):>10.2f} {rows[:, 1].max():>8.2f}"
-                  f" {np.median(rows[:, 2]):>7.0f} {seconds:>6.1f}",
-                  flush=True)
+            line = (f"  {name:<13} {role:<9} {noise:>5.0%} "
+                    f"{_pct(np.median(rows[:, 0])):>14} "
+                    f"{_pct(rows[:, 0].max()):>7} "
+                    f"{np.median(rows[:, 1]):>10.2f} {rows[:, 1].max():>8.2f}"
+                    f" {np.median(rows[:, 2]):>7.0f} {seconds:>6.1f}")
+            if builtins:
+                method = min(others, key=lambda m: np.median(others[m]))
+                top = float(np.median(others[method]))
+                line += (f" {method:>13} {_pct(top):>7}"
+                         f" {np.median(rows[:, 0]) / max(top, 1e-12):>6.3f}")
+            print(line, flush=True)
 
 
 # --- KerasTuner's built-in searches at equal total compute ------------------
@@ -423,7 +438,8 @@ def main():
         import logging
 
         logging.getLogger("keras_sovit").setLevel(logging.ERROR)
-        run_oracle_suite(args.truths, args.noise, args.seeds, args.budgets[0])
+        run_oracle_suite(args.truths, args.noise, args.seeds, args.budgets[0],
+                         not args.no_builtins)
         return 0
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; target {TARGET:.3g} GFLOPs; seeds "
