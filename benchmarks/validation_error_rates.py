@@ -18,6 +18,10 @@ the target 8.8e12 GFLOPs); each observation is the truth's value times
   truth); a "locally optimal" answer is a miss when a neighbour is truly
   better by more than `--gap` (0.5%).
 
+Beside it, the rule the phase used before (one run per shape, "not locally
+optimal" when any neighbour's run beat the proposal's), on the first
+replicate of the same draws.
+
 Usage:
     python benchmarks/validation_error_rates.py [--repeats 200]
         [--noise 0.01 0.03] [--seeds 3] [--alpha 0.1]
@@ -69,14 +73,17 @@ def true_gaps(law, shape, neighbours):
 
 
 def decide(law, shape, neighbours, args, rng):
-    """One noisy validation: the decision on `seeds` replicates each."""
+    """One noisy validation: the decision on `seeds` replicates each, and
+    the former single-run rule on each shape's first replicate (flagged
+    when any neighbour's one run beat the proposal's)."""
     def replicates(s):
         z = rng.standard_normal(args.seeds)
         return law.loss(s, COMPUTE) * (1.0 + args.noise_level * z)
 
-    return local_optimality(
-        replicates(shape), {i: replicates(n) for i, n in
-                            enumerate(neighbours)}, args.alpha)
+    own = replicates(shape)
+    others = {i: replicates(n) for i, n in enumerate(neighbours)}
+    single = min(v[0] for v in others.values()) < own[0]
+    return local_optimality(own, others, args.alpha), single
 
 
 def run_case(law, shape, args, rng):
@@ -85,19 +92,23 @@ def run_case(law, shape, args, rng):
     gaps = true_gaps(law, shape, neighbours)
     beatable = max(gaps.values()) > 0.0
     meaningful = max(gaps.values()) > args.gap
-    counts = {"alarm": 0, "miss": 0, "wrong_flag": 0}
+    counts = {"alarm": 0, "miss": 0, "wrong_flag": 0, "single_alarm": 0,
+              "single_miss": 0}
     for _ in range(args.repeats):
-        decision = decide(law, shape, neighbours, args, rng)
+        decision, single = decide(law, shape, neighbours, args, rng)
         flagged = decision["locally_optimal"] is False
         counts["alarm"] += flagged and not beatable
         counts["miss"] += meaningful and not flagged
         counts["wrong_flag"] += any(gaps[i] <= 0 for i in decision["better"])
+        counts["single_alarm"] += single and not beatable
+        counts["single_miss"] += meaningful and not single
     return max(gaps.values()), counts
 
 
 def run_truth(name, law, args, rng):
     totals = {"null": 0, "alarm": 0, "meaningful": 0, "miss": 0,
-              "decisions": 0, "wrong_flag": 0, "gaps": []}
+              "decisions": 0, "wrong_flag": 0, "single_alarm": 0,
+              "single_miss": 0, "gaps": []}
     for _, shape in proposals(law):
         gap, counts = run_case(law, shape, args, rng)
         totals["decisions"] += args.repeats
@@ -105,9 +116,11 @@ def run_truth(name, law, args, rng):
         if gap <= 0.0:
             totals["null"] += args.repeats
             totals["alarm"] += counts["alarm"]
+            totals["single_alarm"] += counts["single_alarm"]
         if gap > args.gap:
             totals["meaningful"] += args.repeats
             totals["miss"] += counts["miss"]
+            totals["single_miss"] += counts["single_miss"]
             totals["gaps"].append(gap)
     return totals
 
@@ -156,6 +169,9 @@ def _print(label, totals):
           f"   wrong flags "
           f"{_rate(totals['wrong_flag'], totals['decisions'])}"
           f"   median gap {np.median(totals['gaps']):.1%}")
+    print(f"  {'':<24} single-run rule: alarms "
+          f"{_rate(totals['single_alarm'], totals['null'])}   misses "
+          f"{_rate(totals['single_miss'], totals['meaningful'])}")
 
 
 if __name__ == "__main__":
