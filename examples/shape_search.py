@@ -86,7 +86,7 @@ def parse_args(argv=None):
     parser.add_argument("--star-depths", type=_ints, default=[1, 2, 3])
     parser.add_argument("--star-mlps", type=_ints, default=[64, 128, 192])
     parser.add_argument(
-        "--star-budget", type=float, default=720.0,
+        "--star-budget", type=float, default=100.0,
         help="GFLOPs B of the star runs; each also reports B/4 and B/2.",
     )
     parser.add_argument(
@@ -94,12 +94,12 @@ def parse_args(argv=None):
         help="s_width,s_depth,s_mlp: skip the star sweep and scale with "
         "these exponents (e.g. the paper's 0.22,0.45,0.6).",
     )
-    parser.add_argument("--grid-widths", type=_ints, default=[32, 48, 64])
+    parser.add_argument("--grid-widths", type=_ints, default=[16, 32, 48])
     parser.add_argument("--grid-depths", type=_ints, default=[2])
     parser.add_argument("--grid-mlps", type=_ints, default=[128])
-    parser.add_argument("--grid-budget", type=float, default=360.0)
+    parser.add_argument("--grid-budget", type=float, default=50.0)
     parser.add_argument(
-        "--target-compute", type=float, default=1440.0,
+        "--target-compute", type=float, default=200.0,
         help="GFLOPs of each final run.",
     )
     parser.add_argument("--final-seeds", type=int, default=3)
