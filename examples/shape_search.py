@@ -99,7 +99,7 @@ def parse_args(argv=None):
     parser.add_argument("--grid-mlps", type=_ints, default=[128])
     parser.add_argument("--grid-budget", type=float, default=50.0)
     parser.add_argument(
-        "--target-compute", type=float, default=200.0,
+        "--target-compute", type=float, default=150.0,
         help="GFLOPs of each final run.",
     )
     parser.add_argument("--final-seeds", type=int, default=3)
@@ -382,6 +382,9 @@ def _print(report, oracle):
     verdict = report["verdict"] or {}
     print(f"Verdict, proposal against the standard ViT: "
           f"{verdict.get('verdict')}")
+    if "x0" in verdict:
+        print(f"Proposal against x0 trained at the target: "
+              f"{verdict['x0']['verdict']}")
     print(f"Report: {report['path']}")
 
 

@@ -151,6 +151,9 @@ class ShapeOracle(keras_tuner.Oracle):
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
+        if seed is not None:
+            # KerasTuner replaces a falsy seed (0) with a random one.
+            self.seed = int(seed)
         self._phases = self._new_phases()
         self._state = self._initial_state()
         self._state.phase = self._next_phase(None)

@@ -415,3 +415,16 @@ def test_grid_optimum_at_depth_one_is_accepted(tmp_path):
             oracle.state.base_shape_["mlp_dim"]) == (64, 256)
     assert oracle.state.grid_extensions_ == 0
     assert oracle.proposal is not None
+
+
+def test_seed_zero_is_a_seed(tmp_path):
+    # Bug: KerasTuner turns a falsy seed into a random one, so seed=0 (the
+    # example's default) gave the fits' bootstrap a different seed per run.
+    oracle = ShapeOracle(**{**GIVEN, "seed": 0})
+    assert oracle.seed == 0
+    oracle._set_project_dir(str(tmp_path), "p")
+    assert oracle._context().seed == 0
+    # And it survives a reload.
+    again = ShapeOracle(**{**GIVEN, "seed": 0})
+    again.set_state(oracle.get_state())
+    assert again.seed == 0
