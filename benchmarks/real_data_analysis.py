@@ -155,8 +155,7 @@ def extrapolation(table):
                                     fit_max), CENTRE, n_bootstrap=0,
                          holdout=None)
     out["Eq. (2) per star axis"] = [
-        abs(fit.predict(dim, dict(zip(("width", "depth", "mlp_dim"),
-                                      key))[dim],
+        abs(fit.predict(dim, getattr(ShapeSpec(*key, HEADS, PATCH), dim),
                         table.compute[(key, top)]) / table.mean(key, top) - 1)
         for dim, key in star]
     law = JointLaw(image_size=IMAGE).fit(table.rows(table.shapes, fit_max))
