@@ -40,16 +40,19 @@ import tempfile
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np  # noqa: E402
+from oracle_driver import answer_trials  # noqa: E402
 
 from keras_sovit.scaling import JointLaw  # noqa: E402
 from keras_sovit.scaling import SweepResults  # noqa: E402
 from keras_sovit.scaling import fit_star_sweep  # noqa: E402
 from keras_sovit.scaling import noise  # noqa: E402
 from keras_sovit.shapes import ShapeSpec  # noqa: E402
+from keras_sovit.tuner.protocol import parse_fractions  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRIC = "val_loss"
@@ -192,8 +195,6 @@ def _answer(oracle, trial, metrics):
 
 def replay_oracle(table, rng):
     """ShapeOracle's paper plan answered from the table."""
-    from keras_tuner.engine.trial import TrialStatus
-
     from keras_sovit.tuner import ShapeOracle
     from keras_sovit.tuner import checkpoint_metric_name
 
@@ -205,29 +206,23 @@ def replay_oracle(table, rng):
         final_trials=("proposal",), image_size=IMAGE, n_bootstrap=50,
         seed=int(rng.integers(1 << 30)), max_consecutive_failed_trials=1,
     )
-    oracle.verbose = 0
-    with tempfile.TemporaryDirectory() as directory:
-        oracle._set_project_dir(directory, "replay")
-        while True:
-            trial = oracle.create_trial("worker")
-            if trial.status != TrialStatus.RUNNING:
-                break
-            values = trial.hyperparameters.values
-            key = table.nearest(ShapeSpec.from_dict(values))
-            seed = int(rng.integers(2))
-            budget = values["compute_gflops"]
-            fractions = [float(f) for f in
-                         str(values.get("budget_fractions", "1")).split(",")]
-            metrics = {METRIC: table.value(key, budget, seed),
-                       "compute_gflops": budget}
-            for i, fraction in enumerate(fractions[:-1]):
-                metrics[checkpoint_metric_name(METRIC, i)] = table.value(
-                    key, budget * fraction, seed)
-                metrics[checkpoint_metric_name("compute_gflops", i)] = (
-                    budget * fraction)
-                metrics[checkpoint_metric_name("cooled", i)] = 1.0
-            _answer(oracle, trial, metrics)
-        report = oracle.report()
+
+    def answer(values):
+        key = table.nearest(ShapeSpec.from_dict(values))
+        seed = int(rng.integers(2))
+        budget = values["compute_gflops"]
+        metrics = {METRIC: table.value(key, budget, seed),
+                   "compute_gflops": budget}
+        fractions = parse_fractions(values.get("budget_fractions", "1"))
+        for i, fraction in enumerate(fractions[:-1]):
+            metrics[checkpoint_metric_name(METRIC, i)] = table.value(
+                key, budget * fraction, seed)
+            metrics[checkpoint_metric_name("compute_gflops", i)] = (
+                budget * fraction)
+            metrics[checkpoint_metric_name("cooled", i)] = 1.0
+        return metrics
+
+    report = answer_trials(oracle, answer)
     # A stopped search proposes nothing; it is scored on its centre.
     proposal = oracle.proposal or CENTRE
     return (table.nearest(proposal), report["compute"]["total"] * top,

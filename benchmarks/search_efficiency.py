@@ -46,9 +46,11 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from oracle_driver import answer_trials  # noqa: E402
 
 from keras_sovit.scaling.isoflop import IsoFlopSearch  # noqa: E402
 from keras_sovit.scaling.plan import PAPER_EXPONENTS  # noqa: E402
@@ -58,9 +60,9 @@ from keras_sovit.scaling.simulate import _Law  # noqa: E402
 from keras_sovit.scaling.truths import SUITE  # noqa: E402
 from keras_sovit.scaling.truths import Observer  # noqa: E402
 from keras_sovit.shapes import VARIANTS  # noqa: E402
+from keras_sovit.shapes import ShapeSpec  # noqa: E402
 from keras_sovit.shapes import forward_gflops  # noqa: E402
 from keras_sovit.shapes import param_count  # noqa: E402
-from keras_sovit.shapes import ShapeSpec  # noqa: E402
 
 METRIC = "fewshot_10shot_error"
 TARGET = 8.8e12
@@ -100,8 +102,6 @@ def run_oracle(law, noise, seed, budget):
     (one worker); its final trial at T is part of the run. Returns the
     proposal, the report's total compute in units of T and the number of
     trials."""
-    from keras_tuner.engine.trial import TrialStatus
-
     from keras_sovit.tuner import ShapeOracle
 
     observe = Observer(law, noise=noise, seed=seed)
@@ -110,20 +110,8 @@ def run_oracle(law, noise, seed, budget):
         isoflop={"max_search_compute": budget},
         max_consecutive_failed_trials=1,
     )
-    oracle.verbose = 0  # KerasTuner's per-trial display
-    with tempfile.TemporaryDirectory() as directory:
-        oracle._set_project_dir(directory, "search")
-        while True:
-            trial = oracle.create_trial("worker")
-            if trial.status != TrialStatus.RUNNING:
-                break
-            values = trial.hyperparameters.values
-            value = observe(ShapeSpec.from_dict(values),
-                            values["compute_gflops"])
-            oracle.update_trial(trial.trial_id, {METRIC: value})
-            trial.status = TrialStatus.COMPLETED
-            oracle.end_trial(trial)
-        report = oracle.report()
+    report = answer_trials(oracle, lambda values: {METRIC: observe(
+        ShapeSpec.from_dict(values), values["compute_gflops"])})
     return oracle.proposal, report["compute"]["total"], len(oracle.trials)
 
 

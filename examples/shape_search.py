@@ -262,6 +262,7 @@ def _tuner_class():
                 "values": dict(trial.hyperparameters.values),
                 "seconds": seconds,
                 "charged_gflops": last("charged_gflops"),
+                **self.hypermodel.last_timings,
             })
             value, se = last("val_loss"), last("val_loss_se")
             score = "n/a" if value is None else f"{value:.3f} +- {se:.3f}"

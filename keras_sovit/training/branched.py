@@ -193,7 +193,7 @@ def _iterator_of(data):
         ) from None
 
 
-def _scope(model):
+def strategy_scope(model):
     """The model's `tf.distribute` strategy scope (TensorFlow), if any."""
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is None:
@@ -272,6 +272,9 @@ class BranchedRun:
             `jit_compile=False` on JAX); `None` if the model already had a
             train function.
         train_seconds, eval_seconds: wall time training and evaluating.
+        first_step_seconds: float. Wall time of the first train step,
+            which includes tracing and compiling it when the model had no
+            train function yet.
 
     Example:
 
@@ -331,6 +334,7 @@ class BranchedRun:
         self.charged_gflops = 0.0
         self.train_traces = None
         self.train_seconds = 0.0
+        self.first_step_seconds = None
         self.eval_seconds = 0.0
 
     def run(self):
@@ -348,7 +352,7 @@ class BranchedRun:
                 "BranchedRun needs a fresh model."
             )
         if not optimizer.built:
-            with _scope(model):
+            with strategy_scope(model):
                 optimizer.build(model.trainable_variables)
         optimizer.clear_cooldown()
         counter = self._count_traces()
@@ -382,7 +386,10 @@ class BranchedRun:
         begin = time.perf_counter()
         for position in range(start, stop):
             x, y = stream.get(position)
+            step_begin = time.perf_counter()
             self.model.train_on_batch(x, y)
+            if self.first_step_seconds is None:
+                self.first_step_seconds = time.perf_counter() - step_begin
             if release:
                 stream.release(position + 1)
         self.train_seconds += time.perf_counter() - begin

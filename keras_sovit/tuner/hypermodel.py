@@ -1,8 +1,11 @@
 """`SoViTHyperModel`: builds and trains a SoViT for one oracle trial."""
 
+import time
+
 import keras
 import keras_tuner
 
+from keras_sovit._validation import check_bool
 from keras_sovit._validation import check_choice
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_rate
@@ -18,6 +21,7 @@ from keras_sovit.tuner.protocol import UNTRAINED_PREFIX
 from keras_sovit.tuner.protocol import PhaseName
 from keras_sovit.tuner.protocol import checkpoint_metric_name
 from keras_sovit.tuner.protocol import format_fractions
+from keras_sovit.tuner.protocol import parse_fractions
 
 # The small preset is meant for small images; the paper's sweeps use 224 px.
 SMALL_IMAGE_MAX = 64
@@ -45,8 +49,16 @@ class SoViTHyperModel(keras_tuner.HyperModel):
     larger one, are dropped (`feasible_budgets`). The run follows the
     recipe's main phase and cools down a branch at each budget over
     `cooldown_fraction` of its steps, so every reported value is that of a
-    finished (cooled) run. `build` compiles one
-    model per trial (the train step is traced once for all budgets).
+    finished (cooled) run. The train step is traced once for all budgets
+    of a trial, and with `reuse_compiled` (the default) once per shape:
+    a trial with the shape and steps of the previous trial (another seed,
+    a final or validation replicate) is trained by the previous trial's
+    compiled model, reset to the new trial's initial weights and optimizer
+    state, and the result is copied into the new trial's model; the
+    numbers are those of a fresh model. That earlier model object is
+    therefore retrained: keep weights, not model objects, across trials
+    (KerasTuner saves each trial's weights), or pass
+    `reuse_compiled=False`.
 
     Reported metrics (all floats), for each budget `i` (0 = smallest):
     `"<metric>@i"` and `"<metric>_se@i"` for every evaluator metric,
@@ -120,6 +132,18 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         test_data: `(images, labels)`, a dataset or `None`. Scored only by
             final-phase trials, as `test_loss` and `test_error` (+ `_se`):
             the sweeps never see it.
+        reuse_compiled: bool. Train consecutive trials of one shape and
+            step count with one compiled model. Defaults to `True`.
+
+    Attributes (after `fit`):
+        last_run: the trial's `keras_sovit.training.BranchedRun`.
+        last_timings: dict. Wall seconds of the trial's parts:
+            `build_seconds` (`build`: model, initial weights, compile
+            settings), `untrained_eval_seconds`, `first_step_seconds` (the
+            first train step, tracing and compiling included when the
+            model is new), `train_seconds` (all train steps),
+            `eval_seconds` (the cooled evaluations), and `reused_compiled`
+            (whether a compiled model was reused).
 
     Example:
 
@@ -163,8 +187,13 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         probe_test=None,
         probe_kwargs=None,
         test_data=None,
+        reuse_compiled=True,
     ):
         super().__init__(name=name)
+        self.reuse_compiled = check_bool("reuse_compiled", reuse_compiled,
+                                         allow_none=False)
+        self._compiled = None  # (shape and steps, the model that trained)
+        self.last_timings = {}
         self.distribution = distribution
         self.test_data = test_data
         self.num_classes = check_positive_int("num_classes", num_classes)
@@ -268,15 +297,10 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         self.declare_hyperparameters(hp)
         fractions = self.checkpoints
         if BUDGET_FRACTIONS_HP in hp.values:
-            text = hp.values[BUDGET_FRACTIONS_HP]
-            try:
-                values = [float(v) for v in str(text).split(",") if v]
-            except ValueError:
-                raise ValueError(
-                    f"`{BUDGET_FRACTIONS_HP}` must be comma-separated "
-                    f"fractions. Received: {text!r}"
-                ) from None
-            fractions = _check_fractions(BUDGET_FRACTIONS_HP, values)
+            fractions = _check_fractions(
+                BUDGET_FRACTIONS_HP,
+                parse_fractions(hp.values[BUDGET_FRACTIONS_HP]),
+            )
         budget = float(hp.get(COMPUTE_METRIC))
         return [budget * f for f in fractions]
 
@@ -345,6 +369,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         from keras_sovit.models import SoViTClassifier
         from keras_sovit.training import compile_for_pretraining
 
+        self.last_timings = {}
         if self.distribution is not None:
             # KerasTuner clears the Keras session, and with it the global
             # distribution, before every build.
@@ -352,6 +377,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         # Before building: a shape too large for its budget fails at once
         # instead of allocating a model that cannot take one step.
         steps = self.total_steps(hp)
+        begin = time.perf_counter()
         keras.utils.set_random_seed(self.seed(hp))
         backbone = SoViTBackbone(
             self.shape(hp),
@@ -364,6 +390,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         compile_for_pretraining(
             model, total_steps=steps, preset=self.preset, **kwargs
         )
+        self.last_timings = {"build_seconds": time.perf_counter() - begin}
         return model
 
     def fit(self, hp, model, x, *args, validation_data=None, callbacks=None,
@@ -386,8 +413,9 @@ class SoViTHyperModel(keras_tuner.HyperModel):
                 "a metric. Received: validation_data=None"
             )
         data = x(self.seed(hp)) if callable(x) else x
+        trainer = self._trainer(hp, model)
         run = BranchedRun(
-            model,
+            trainer,
             data,
             self.feasible_budgets(hp),
             self.gflops_per_example(self.shape(hp)),
@@ -396,12 +424,57 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             evaluators=evaluators,
             callbacks=callbacks,
         )
-        untrained = _evaluate_all(evaluators, model)
+        begin = time.perf_counter()
+        untrained = _evaluate_all(evaluators, trainer)
+        untrained_seconds = time.perf_counter() - begin
         records = run.run()
+        if trainer is not model:
+            # The trial's own model holds the result, as without reuse.
+            model.set_weights(trainer.get_weights())
         self.last_run = run
+        self.last_timings = {
+            "build_seconds": self.last_timings.get("build_seconds"),
+            "untrained_eval_seconds": untrained_seconds,
+            "first_step_seconds": run.first_step_seconds,
+            "train_seconds": run.train_seconds,
+            "eval_seconds": run.eval_seconds,
+            "reused_compiled": trainer is not model,
+        }
         metrics = trial_metrics(records, run.charged_gflops)
         metrics.update({UNTRAINED_PREFIX + k: v for k, v in untrained.items()})
         return metrics
+
+    def _trainer(self, hp, model):
+        """The compiled model that trains this trial.
+
+        With `reuse_compiled`, a trial with the shape and steps of the
+        previous trial trains that trial's model (its train and predict
+        functions are compiled already), reset to `model`'s initial weights
+        and optimizer state; otherwise `model` itself trains.
+        """
+        from keras_sovit.training.branched import strategy_scope
+
+        key = (self.shape(hp), self.total_steps(hp))
+        kept, self._compiled = self._compiled, None
+        if not self.reuse_compiled:
+            return model
+        if kept is None or kept[0] != key or kept[1] is model:
+            self._compiled = (key, model)
+            return model
+        trainer = kept[1]
+        with strategy_scope(model):
+            model.optimizer.build(model.trainable_variables)
+        if _layout(trainer) != _layout(model):
+            self._compiled = (key, model)
+            return model
+        with strategy_scope(trainer):
+            trainer.set_weights(model.get_weights())
+            for mine, fresh in zip(trainer.optimizer.variables,
+                                   model.optimizer.variables):
+                mine.assign(fresh)
+        trainer.reset_metrics()
+        self._compiled = kept
+        return trainer
 
     def get_config(self):
         return {
@@ -416,7 +489,17 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             "name": self.name,
             "recipe": self.recipe,
             "cooldown_fraction": self.cooldown_fraction,
+            "reuse_compiled": self.reuse_compiled,
         }
+
+
+def _layout(model):
+    """The classes and variable shapes a reused model must share."""
+    return (
+        type(model), type(model.optimizer),
+        [tuple(v.shape) for v in model.weights],
+        [tuple(v.shape) for v in model.optimizer.variables],
+    )
 
 
 def _check_pair(name_a, a, name_b, b):

@@ -220,9 +220,10 @@ class GridSweep(Phase):
         try:
             shape, compute = plan_lib.select_grid_optimum(results)
         except plan_lib.GridBoundaryError as error:
-            room = [(d, way) for d, way in error.extend.items()
-                    if _extended(state.grid_[d], config.grid_steps[d], way)
-                    != sorted(state.grid_[d])]
+            wider = {d: _extended(state.grid_[d], config.grid_steps[d], way)
+                     for d, way in error.extend.items()}
+            room = [(d, values) for d, values in wider.items()
+                    if values != sorted(state.grid_[d])]
             if not room:
                 # On the lattice's floor (e.g. depth 1): nothing smaller
                 # exists, so the boundary shape is the lattice optimum.
@@ -243,11 +244,11 @@ class GridSweep(Phase):
         state.base_compute_ = float(compute)
         return True
 
-    def _extend(self, context, dim, direction):
-        """Adds two values (×1.2 apart) beyond the edge the optimum is on."""
+    def _extend(self, context, dim, values):
+        """Sets the grid's `dim` to `values` (`_extended`: two more values,
+        ×1.2 apart, beyond the edge the optimum is on)."""
         grid = context.state.grid_
-        grid[dim] = _extended(grid[dim], context.config.grid_steps[dim],
-                              direction)
+        grid[dim] = values
         context.state.grid_extensions_ += 1
         logger.info("ShapeOracle: grid extended to %s.", grid)
 

@@ -133,6 +133,18 @@ def format_fractions(fractions):
     return ",".join(f"{float(f):.12g}" for f in sorted(fractions))
 
 
+def parse_fractions(text):
+    """The floats of a `budget_fractions` string, sorted (inverse of
+    `format_fractions`); raises `ValueError` naming the hyperparameter."""
+    try:
+        return sorted(float(v) for v in str(text).split(",") if v)
+    except ValueError:
+        raise ValueError(
+            f"`{BUDGET_FRACTIONS_HP}` must be comma-separated fractions. "
+            f"Received: {text!r}"
+        ) from None
+
+
 def same_trial(planned, started):
     """Whether a started trial is the planned one: equal in every value the
     plan sets (the seed included); values it leaves out (a phase of

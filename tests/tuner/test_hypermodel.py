@@ -166,6 +166,35 @@ def test_seeded_trials_repeat_exactly_and_seeds_differ():
     assert any(not np.array_equal(a, b) for a, b in zip(other, same))
 
 
+def test_trials_of_one_shape_reuse_the_compiled_model():
+    budget = SHAPE.gflops(16) * BATCH * 6
+
+    def trial(hypermodel, shape, seed):
+        hp = trial_hp(shape, budget)
+        hp.values["seed"] = seed
+        model = hypermodel.build(hp)
+        metrics = hypermodel.fit(hp, model, x=shuffled_train)
+        return model, metrics, hypermodel.last_run
+
+    reusing = make_hypermodel()
+    first, _, _ = trial(reusing, SHAPE, 0)
+    second, metrics, run = trial(reusing, SHAPE, 1)
+    # Trained by the first trial's model, without tracing its step again.
+    assert run.model is first and run.train_traces is None
+    fresh, expected, fresh_run = trial(
+        make_hypermodel(reuse_compiled=False), SHAPE, 1
+    )
+    assert fresh_run.model is fresh
+    # The numbers of a fresh model, and the trial's model holds its result.
+    assert metrics == expected
+    for mine, theirs in zip(second.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    # Another shape trains its own model.
+    other = keras_sovit.ShapeSpec(24, 1, 32, 2, patch_size=4)
+    model, _, run = trial(reusing, other, 0)
+    assert run.model is model
+
+
 def test_budget_fractions_hyperparameter_and_recipe_choice():
     hypermodel = make_hypermodel(checkpoints=(0.5,))
     hp = trial_hp(SHAPE, SHAPE.gflops(16) * BATCH * 10)
@@ -222,6 +251,8 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="fewshot_test"):
         SoViTHyperModel(NUM_CLASSES, IMAGE_SHAPE,
                         fewshot_train=make_data(8, 0))
+    with pytest.raises(ValueError, match="reuse_compiled"):
+        SoViTHyperModel(NUM_CLASSES, IMAGE_SHAPE, reuse_compiled="yes")
 
 
 def test_search_end_to_end(tmp_path):

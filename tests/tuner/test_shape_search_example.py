@@ -73,6 +73,20 @@ def test_report_json_is_written_and_matches_the_return_value(report):
     assert phases.count("grid") == 1 and phases.count("final") == 6
 
 
+def test_the_second_seed_of_a_final_role_reuses_its_compiled_model(report):
+    _, saved, _ = report
+    final = [t for t in saved["timings"] if t["values"]["phase"] == "final"]
+    # Roles one after another, seeds 0 and 1 each: seed 1 follows its own
+    # role's seed 0 and is trained by that trial's compiled model.
+    assert [t["values"]["seed"] for t in final] == [0, 1] * 3
+    assert [t["reused_compiled"] for t in final] == [False, True] * 3
+    for timing in final:
+        parts = (timing["build_seconds"] + timing["untrained_eval_seconds"]
+                 + timing["train_seconds"] + timing["eval_seconds"])
+        assert 0 < timing["first_step_seconds"] <= timing["train_seconds"]
+        assert parts <= timing["seconds"]
+
+
 def test_proposal_scales_the_grid_optimum_with_the_given_exponents(report):
     _, saved, output = report
     assert saved["base_shape"] == BASE.to_dict()
