@@ -14,13 +14,16 @@ that; the ratio
 is the fraction of the search's trial time spent training at full speed
 (the rest: compiles, evaluations, KerasTuner bookkeeping, checkpoints).
 Printed for the sweep trials (star and grid) and for all trials; goal
->= 0.5 for the sweep. With the per-trial timings the example records
-(`SoViTHyperModel.last_timings`), the wall time is also split into: the
-steady-state time, `build` (model and initial weights), `compile` (first
-train step minus a steady step), `other training` (the train steps beyond
-their steady-state time: input pipeline, dispatch), `evaluation` (the
-untrained network and the cooled branches) and `rest` (KerasTuner and the
-oracle, snapshots, pipeline creation).
+>= 0.5 for the sweep. A separate timing runs at another moment than the
+search, which on a shared machine (CPU steal) can differ by tens of
+percent; so, with the per-trial timings the example records
+(`SoViTHyperModel.last_timings`), the same ratio is also computed against
+the search's own steady state: `training`, every train step at the rate
+the trial's steps after its first one ran (input pipeline included). The
+wall time is split into `training`, `compile` (the first step's excess:
+tracing and compiling), `build` (model and initial weights), `evaluation`
+(the untrained network and the cooled branches) and `rest` (KerasTuner and
+the oracle, pipeline creation, snapshots, garbage collection).
 
     python examples/shape_search.py ... --output-dir OUT
     python benchmarks/search_overhead.py OUT/shape_search_report.json
@@ -39,18 +42,23 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 SWEEP_PHASES = ("star", "grid")
 
 
-def steady_seconds_per_step(values, args):
-    """Seconds per train step of the trial's model, after compiling."""
-    import keras_tuner
-    import numpy as np
-
+def make_hypermodel(args):
     import keras_sovit as ks
 
-    hypermodel = ks.tuner.SoViTHyperModel(
+    return ks.tuner.SoViTHyperModel(
         num_classes=args.num_classes,
         image_shape=(args.image_size, args.image_size, 3),
         batch_size=args.batch_size, recipe="small",
     )
+
+
+def steady_seconds_per_step(hypermodel, values, args):
+    """Seconds per train step of the trial's model, after compiling."""
+    import keras
+    import keras_tuner
+    import numpy as np
+
+    keras.backend.clear_session()
     hp = keras_tuner.HyperParameters()
     hp.values.update(values)
     model = hypermodel.build(hp)
@@ -67,28 +75,63 @@ def steady_seconds_per_step(values, args):
         for _ in range(args.steps):
             model.train_on_batch(x, y)
         timings.append((time.perf_counter() - begin) / args.steps)
-    return float(np.median(timings)), hypermodel
+    return float(np.median(timings))
 
 
 # Parts of a trial's wall time, from the timings the example records
-# (`SoViTHyperModel.last_timings`); "steady" is the steady-state time of the
-# trial's charged steps.
-PARTS = ("steady", "build", "compile", "other training", "evaluation", "rest")
+# (`SoViTHyperModel.last_timings`).
+PARTS = ("training", "compile", "build", "evaluation", "rest")
 
 
-def trial_parts(timing, steps, step_seconds):
-    """A trial's wall seconds split into `PARTS` (None without timings)."""
+def trial_parts(timing, steps):
+    """A trial's wall seconds split into `PARTS` (None without timings).
+
+    `training` is every train step at the rate the trial's steps after the
+    first ran (its in-run steady state); `compile` the rest of the train
+    time, i.e. the first step's excess (tracing and compiling).
+    """
     if timing.get("first_step_seconds") is None:
         return None
-    steady = steps * step_seconds
-    compile_ = timing["first_step_seconds"] - step_seconds
-    training = timing["train_seconds"] - compile_ - steady
+    train, first = timing["train_seconds"], timing["first_step_seconds"]
+    training = (train - first) * steps / max(steps - 1, 1)
     evaluation = timing["eval_seconds"] + timing["untrained_eval_seconds"]
     build = timing["build_seconds"]
-    rest = (timing["seconds"] - build - timing["train_seconds"]
-            - evaluation)
-    return dict(zip(PARTS, (steady, build, compile_, training, evaluation,
+    rest = timing["seconds"] - build - train - evaluation
+    return dict(zip(PARTS, (training, train - training, build, evaluation,
                             rest)))
+
+
+def add_trial(totals, parts, group, timing, steady, split):
+    total = totals.setdefault(group, {"separate": 0.0, "wall": 0.0,
+                                      "gflops": 0.0, "trials": 0})
+    total["separate"] += steady
+    total["wall"] += timing["seconds"]
+    # Training FLOPs: 3 x the forward GFLOPs of every example trained.
+    total["gflops"] += 3 * (timing["charged_gflops"] or 0.0)
+    total["trials"] += 1
+    if split is not None:
+        mine = parts.setdefault(group, dict.fromkeys(PARTS, 0.0))
+        for name, seconds in split.items():
+            mine[name] += seconds
+
+
+def print_totals(totals, parts):
+    for group, total in totals.items():
+        wall, flops = total["wall"], total["gflops"]
+        line = (f"{group:>5} trials ({total['trials']}): wall {wall:.0f} s, "
+                f"achieved {flops / wall:.1f} training GFLOP/s")
+        if total["separate"]:
+            steady = total["separate"]
+            line += (f"; separate timing: steady-state {steady:.0f} s, "
+                     f"{flops / steady:.1f} GFLOP/s, ratio {steady / wall:.2f}")
+        print(line)
+        if group in parts:
+            mine = parts[group]
+            print("        seconds: " + ", ".join(
+                f"{name} {seconds:.0f}" for name, seconds in mine.items()))
+            print(f"        in-run steady state: {mine['training']:.0f} s, "
+                  f"{flops / mine['training']:.1f} GFLOP/s, ratio "
+                  f"{mine['training'] / wall:.2f}")
 
 
 def main():
@@ -101,6 +144,8 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3,
                         help="Timings of --steps steps; the median counts.")
+    parser.add_argument("--no-separate-timing", action="store_true",
+                        help="Only the in-run steady state (no training).")
     args = parser.parse_args()
     import keras
 
@@ -108,41 +153,29 @@ def main():
 
     with open(args.report) as f:
         timings = json.load(f)["timings"]
+    hypermodel = make_hypermodel(args)
     rates, totals, parts = {}, {}, {}
     for timing in timings:
         values = timing["values"]
         shape = ks.ShapeSpec.from_dict(values)
         if shape not in rates:
-            rates[shape], hypermodel = steady_seconds_per_step(values, args)
-            keras.backend.clear_session()
+            rates[shape] = 0.0 if args.no_separate_timing else (
+                steady_seconds_per_step(hypermodel, values, args))
         per_batch = hypermodel.gflops_per_example(shape) * args.batch_size
-        steps = (timing["charged_gflops"] or 0.0) / per_batch
-        steady = steps * rates[shape]
-        split = trial_parts(timing, steps, rates[shape])
-        for group in (("sweep",) if values["phase"] in SWEEP_PHASES
-                      else ()) + ("all",):
-            total = totals.setdefault(group, [0.0, 0.0, 0.0, 0])
-            total[0] += steady
-            total[1] += timing["seconds"]
-            total[2] += 3 * (timing["charged_gflops"] or 0.0)
-            total[3] += 1
-            if split is not None:
-                mine = parts.setdefault(group, dict.fromkeys(PARTS, 0.0))
-                for name, seconds in split.items():
-                    mine[name] += seconds
+        steps = round((timing["charged_gflops"] or 0.0) / per_batch)
+        split = trial_parts(timing, steps)
+        groups = ("sweep", "all") if values["phase"] in SWEEP_PHASES else (
+            "all",)
+        for group in groups:
+            add_trial(totals, parts, group, timing, steps * rates[shape],
+                      split)
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} cores, batch "
           f"{args.batch_size}, {args.image_size} px; {len(rates)} shapes")
     for shape, seconds in rates.items():
-        print(f"  {shape.width}/{shape.depth}/{shape.mlp_dim}: steady "
-              f"{1 / seconds:.1f} steps/s")
-    for group, (steady, wall, flops, count) in totals.items():
-        print(f"{group:>5} trials ({count}): wall {wall:.0f} s, steady-state "
-              f"{steady:.0f} s; achieved {flops / wall:.1f} training GFLOP/s "
-              f"vs steady {flops / steady:.1f}: ratio {steady / wall:.2f}")
-        if group in parts:
-            print("        seconds: " + ", ".join(
-                f"{name} {seconds:.0f}"
-                for name, seconds in parts[group].items()))
+        if seconds:
+            print(f"  {shape.width}/{shape.depth}/{shape.mlp_dim}: steady "
+                  f"{1 / seconds:.1f} steps/s")
+    print_totals(totals, parts)
     return 0
 
 

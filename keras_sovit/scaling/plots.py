@@ -92,9 +92,13 @@ def _curve_compute(center, dim, xs, key, image_size):
 
 def _optimum_on_curve(law, xs, ts):
     """The point of a curve whose x is optimal for its own compute."""
-    gap = np.log(xs) - np.log(np.asarray(law.optimal(ts), dtype=float))
+    # A steep fitted path can underflow to 0 (log: -inf), which still has
+    # a sign; a crossing next to it has no finite interpolation.
+    with np.errstate(divide="ignore"):
+        optimal = np.log(np.asarray(law.optimal(ts), dtype=float))
+    gap = np.log(xs) - optimal
     cross = np.nonzero(np.diff(np.sign(gap)))[0]
-    if not len(cross):
+    if not len(cross) or not np.isfinite(gap[cross[0]:cross[0] + 2]).all():
         return None
     i = cross[0]
     frac = gap[i] / (gap[i] - gap[i + 1])

@@ -54,8 +54,8 @@ class SoViTHyperModel(keras_tuner.HyperModel):
     a trial with the shape and steps of the previous trial (another seed,
     a final or validation replicate) is trained by the previous trial's
     compiled model, reset to the new trial's initial weights and optimizer
-    state, and the result is copied into the new trial's model; the
-    numbers are those of a fresh model. That earlier model object is
+    state, and its trained weights are copied into the new trial's model;
+    the numbers are those of a fresh model. That earlier model object is
     therefore retrained: keep weights, not model objects, across trials
     (KerasTuner saves each trial's weights), or pass
     `reuse_compiled=False`.

@@ -97,3 +97,36 @@ def test_plots_reject_bad_input(sweep, tmp_path):
         plot_scaling(fit, X0, 1e10, [1e10], tmp_path / "b.png")
     with pytest.raises(ValueError, match="path"):
         plot_scaling(fit, X0, 1e10, [1e10, 1e11], None)
+
+
+class _PowerPath:
+    """A law whose optimal x is t**s, or given values (`path`)."""
+
+    def __init__(self, s, path=None):
+        self.s, self.path = s, path
+
+    def optimal(self, ts):
+        if self.path is not None:
+            return np.asarray(self.path, dtype=float)
+        return np.asarray(ts, dtype=float) ** self.s
+
+    def predict(self, x, t):
+        return x + t
+
+
+def test_optimum_on_curve_of_an_underflowing_path_warns_nothing():
+    import warnings
+
+    from keras_sovit.scaling.plots import _optimum_on_curve
+
+    xs, ts = np.array([1.0, 2.0, 4.0]), np.array([0.5, 2.0, 4.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # From (x, t) = (1, 0.5) to (2, 2), log-linear: log t = 2 log x -
+        # log 2, and x = t**2 where log x = 4 log x - 2 log 2: x = 2**(2/3).
+        x, _ = _optimum_on_curve(_PowerPath(2.0), xs, ts)
+        assert x == pytest.approx(2 ** (2 / 3))
+        # A steep fitted path that underflowed to 0 at the smallest budget
+        # (as the demo's exponents of 4-7 give): its crossing is skipped.
+        underflow = _PowerPath(None, path=[0.0, 8.0, 16.0])
+        assert _optimum_on_curve(underflow, xs, ts) is None
