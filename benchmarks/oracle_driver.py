@@ -1,4 +1,4 @@
-"""Drives a `ShapeOracle` without training: every trial answered by a function.
+"""Drives a KerasTuner oracle without training: trials answered by functions.
 
 The benchmarks replay the oracle against known truths or a table of real
 runs. KerasTuner's Tuner would build and fit a model per trial; here one
@@ -9,6 +9,15 @@ worker asks (`create_trial`), reports what `answer(values)` returns
 """
 
 import tempfile
+
+
+def complete_trial(oracle, trial, metrics):
+    """Reports `metrics` for a running trial and ends it as completed."""
+    from keras_tuner.engine.trial import TrialStatus
+
+    oracle.update_trial(trial.trial_id, metrics)
+    trial.status = TrialStatus.COMPLETED
+    oracle.end_trial(trial)
 
 
 def answer_trials(oracle, answer):
@@ -29,8 +38,6 @@ def answer_trials(oracle, answer):
             trial = oracle.create_trial("worker")
             if trial.status != TrialStatus.RUNNING:
                 break
-            oracle.update_trial(trial.trial_id,
-                                answer(trial.hyperparameters.values))
-            trial.status = TrialStatus.COMPLETED
-            oracle.end_trial(trial)
+            complete_trial(oracle, trial,
+                           answer(trial.hyperparameters.values))
         return oracle.report()

@@ -46,6 +46,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np  # noqa: E402
 from oracle_driver import answer_trials  # noqa: E402
+from oracle_driver import complete_trial  # noqa: E402
 
 from keras_sovit.scaling import JointLaw  # noqa: E402
 from keras_sovit.scaling import SweepResults  # noqa: E402
@@ -185,14 +186,6 @@ def _naive(table, key):
 # --- (b) search replay ---------------------------------------------------
 
 
-def _answer(oracle, trial, metrics):
-    from keras_tuner.engine.trial import TrialStatus
-
-    oracle.update_trial(trial.trial_id, metrics)
-    trial.status = TrialStatus.COMPLETED
-    oracle.end_trial(trial)
-
-
 def replay_oracle(table, rng):
     """ShapeOracle's paper plan answered from the table."""
     from keras_sovit.tuner import ShapeOracle
@@ -266,7 +259,7 @@ def replay_builtin(table, kind, total, fraction, rng):
             break
         key = _key(table, trial.hyperparameters.values)
         value = table.value(key, budget, int(rng.integers(2)))
-        _answer(oracle, trial, {METRIC: value})
+        complete_trial(oracle, trial, {METRIC: value})
         if best is None or value < best[0]:
             best = (value, key)
     return best[1]
@@ -300,7 +293,7 @@ def replay_hyperband(table, total, rng):
         value = table.value(key, max(top * epochs / epochs_max,
                                      table.budgets[0]),
                             int(rng.integers(2)), cooled=epochs == epochs_max)
-        _answer(oracle, trial, {METRIC: value})
+        complete_trial(oracle, trial, {METRIC: value})
         results.append((epochs, value, key))
     top_epochs = max(e for e, _, _ in results)
     return min((r for r in results if r[0] == top_epochs),

@@ -51,6 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 from oracle_driver import answer_trials  # noqa: E402
+from oracle_driver import complete_trial  # noqa: E402
 
 from keras_sovit.scaling.isoflop import IsoFlopSearch  # noqa: E402
 from keras_sovit.scaling.plan import PAPER_EXPONENTS  # noqa: E402
@@ -174,14 +175,6 @@ def to_shape(values):
     )
 
 
-def _end(oracle, trial, value):
-    from keras_tuner.engine.trial import TrialStatus
-
-    oracle.update_trial(trial.trial_id, {METRIC: value})
-    trial.status = TrialStatus.COMPLETED
-    oracle.end_trial(trial)
-
-
 def run_builtin(kind, law, noise, seed, total, fraction):
     """RandomSearch / Bayesian with trials at `fraction` of the target."""
     import keras_tuner
@@ -207,7 +200,7 @@ def run_builtin(kind, law, noise, seed, total, fraction):
             break
         shape = to_shape(trial.hyperparameters.values)
         value = observe(shape, budget)
-        _end(oracle, trial, value)
+        complete_trial(oracle, trial, {METRIC: value})
         if best is None or value < best[0]:
             best = (value, shape)
     if fraction != 1.0:
@@ -242,7 +235,7 @@ def run_hyperband(law, noise, seed, total, uncooled):
         shape = to_shape(values)
         value = observe(shape, TARGET * epochs / max_epochs, charge=cost,
                         cooled=epochs == max_epochs)
-        _end(oracle, trial, value)
+        complete_trial(oracle, trial, {METRIC: value})
         results.append((epochs, value, shape))
     top = max(e for e, _, _ in results)
     _, _, shape = min((r for r in results if r[0] == top),

@@ -201,6 +201,14 @@ def strategy_scope(model):
     return strategy.scope()
 
 
+def build_optimizer(model):
+    """Builds the model's optimizer for its trainable variables (in the
+    model's strategy scope), unless it is built already."""
+    if not model.optimizer.built:
+        with strategy_scope(model):
+            model.optimizer.build(model.trainable_variables)
+
+
 def _values(variables):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
@@ -351,9 +359,7 @@ class BranchedRun:
                 f"({int(optimizer.iterations)} optimizer steps); "
                 "BranchedRun needs a fresh model."
             )
-        if not optimizer.built:
-            with strategy_scope(model):
-                optimizer.build(model.trainable_variables)
+        build_optimizer(model)
         optimizer.clear_cooldown()
         counter = self._count_traces()
         stream = _BatchStream(_iterator_of(self.data))

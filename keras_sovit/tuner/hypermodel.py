@@ -452,6 +452,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         functions are compiled already), reset to `model`'s initial weights
         and optimizer state; otherwise `model` itself trains.
         """
+        from keras_sovit.training.branched import build_optimizer
         from keras_sovit.training.branched import strategy_scope
 
         key = (self.shape(hp), self.total_steps(hp))
@@ -462,8 +463,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             self._compiled = (key, model)
             return model
         trainer = kept[1]
-        with strategy_scope(model):
-            model.optimizer.build(model.trainable_variables)
+        build_optimizer(model)
         if _layout(trainer) != _layout(model):
             self._compiled = (key, model)
             return model
