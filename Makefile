@@ -37,11 +37,12 @@ test-part2: $(STAMP)
 	$(MAKE) test-jax
 
 test-tf-search: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests/tuner tests/guides
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests/tuner tests/guides \
+		tests/scaling
 
 test-tf-core: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests \
-		--ignore=tests/tuner --ignore=tests/guides
+		--ignore=tests/tuner --ignore=tests/guides --ignore=tests/scaling
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests

@@ -37,7 +37,10 @@ switched on and off through optimizer variables
 JAX passes to the jitted step with the rest of the optimizer state. Batches
 come from one persistent iterator; the batches a branch trains on are kept
 and replayed to the main run, which therefore sees exactly the batches of a
-run without branches.
+run without branches. A `tf.data.Dataset` is iterated with tf.data's
+autotuner off unless its options set `autotune.enabled`: with it on,
+destroying the iterator at the end of a run waited up to 45 s for the
+autotuner's thread (TensorFlow 2.21; benchmarks/iterator_teardown.py).
 """
 
 import contextlib
@@ -183,7 +186,7 @@ def _iterator_of(data):
     except ImportError:  # pragma: no cover - TensorFlow is a dependency
         tf = None
     if tf is not None and isinstance(data, tf.data.Dataset):
-        return data.as_numpy_iterator()
+        return without_autotune(data).as_numpy_iterator()
     try:
         return iter(data)
     except TypeError:
@@ -191,6 +194,24 @@ def _iterator_of(data):
             "`data` must be a tf.data.Dataset or an iterable of (x, y) "
             f"batches. Received: {type(data).__name__}"
         ) from None
+
+
+def without_autotune(dataset):
+    """`dataset` with tf.data's autotuner off, unless its options set it.
+
+    Destroying an iterator whose autotuner runs waits for the autotuner's
+    thread, up to 45 s in benchmarks/iterator_teardown.py; with the
+    autotuner off, `AUTOTUNE` parallelism and buffer sizes take tf.data's
+    fixed defaults (as fast for `keras_sovit.data.input_pipeline` there).
+    A dataset whose options set `autotune.enabled` is returned as it is.
+    """
+    import tensorflow as tf
+
+    if dataset.options().autotune.enabled is not None:
+        return dataset
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def strategy_scope(model):
@@ -249,6 +270,8 @@ class BranchedRun:
         model: a compiled, untrained `keras.Model`.
         data: a repeating, batched `tf.data.Dataset` of `(images, labels)`,
             or any iterable of such batches, with batches of `batch_size`.
+            A dataset is iterated with tf.data's autotuner off unless its
+            options set `autotune.enabled` (see `without_autotune`).
         budgets_gflops: sequence of floats. Budgets in GFLOPs, ascending.
         gflops_per_example: float. Forward GFLOPs per example.
         batch_size: int. Global batch size of `data`.

@@ -15,6 +15,8 @@ from keras_sovit.data import animal_mnist
 from keras_sovit.data import datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+# tfds and numpy only: nothing here runs on the Keras backend.
+pytestmark = pytest.mark.backend_free
 
 
 def _digest(image):

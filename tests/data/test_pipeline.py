@@ -273,6 +273,15 @@ def test_mixup_and_cutmix_mix_labels():
         assert float(tf.reduce_max(x)) <= 1.0 + 1e-5
 
 
+def test_randaugment_pair_is_big_vision_randaug():
+    from keras_sovit.data.pipeline import _make_randaugment
+
+    config = _make_randaugment((2, 10), seed=4).get_config()
+    # randaug(2, 10): two ops per image at full magnitude, on 0-255 pixels.
+    assert (config["num_ops"], config["factor"]) == (2, (0, 1.0))
+    assert tuple(config["value_range"]) == (0, 255) and config["seed"] == 4
+
+
 def test_randaugment_changes_images_reproducibly():
     images, labels = _synthetic(n=16, channels=3)
 
@@ -283,7 +292,9 @@ def test_randaugment_changes_images_reproducibly():
         return next(iter(out))[0].numpy()
 
     plain = run()
-    aug, again = run(randaugment=(2, 10)), run(randaugment=(2, 10))
+    # One op per image: tracing RandAugment into tf.data costs ~12 s per op
+    # and pipeline on the JAX backend; (2, 10) maps as checked above.
+    aug, again = run(randaugment=(1, 10)), run(randaugment=(1, 10))
     assert aug.shape == plain.shape
     assert not np.allclose(plain, aug)
     np.testing.assert_array_equal(aug, again)

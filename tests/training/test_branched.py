@@ -205,3 +205,33 @@ def test_refuses_models_it_cannot_branch():
     net = model(40, 0)
     with pytest.raises(ValueError, match="evaluate"):
         BranchedRun(net, dataset(), BUDGETS, 1.0, 8, evaluators=[object()])
+
+
+@pytest.mark.backend_free
+def test_datasets_are_iterated_without_the_autotuner_unless_they_set_it():
+    import keras_sovit.data
+    from keras_sovit.training.branched import without_autotune
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (48, 16, 16, 1), dtype=np.uint8)
+    labels = rng.integers(0, 3, 48)
+
+    def pipeline():  # A new one each time: a second pass reshuffles.
+        return keras_sovit.data.input_pipeline(
+            tf.data.Dataset.from_tensor_slices((images, labels)), 16, 8,
+            training=True, num_classes=3, seed=3,
+        )
+
+    ds, off = pipeline(), without_autotune(pipeline())
+    assert ds.options().autotune.enabled is None
+    assert off.options().autotune.enabled is False
+    # The batches are the same: only parallelism and buffering change.
+    for (x_on, y_on), (x_off, y_off) in zip(
+        ds.take(8).as_numpy_iterator(), off.take(8).as_numpy_iterator()
+    ):
+        np.testing.assert_array_equal(x_on, x_off)
+        np.testing.assert_array_equal(y_on, y_off)
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    chosen = ds.with_options(options)
+    assert without_autotune(chosen) is chosen

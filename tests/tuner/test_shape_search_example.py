@@ -4,6 +4,11 @@ The paper's exponents are given (no star sweep, so no signal gate), the
 grid sweep is a single 16 px shape whose one run reports three cooled
 budgets, and the three final roles (proposal, standard ViT, x0) train for
 a few steps on animal_mnist with two seeds each.
+
+The example runs on JAX unless told otherwise, so these tests run on the
+JAX pass only (on TensorFlow and torch the example took 90 s and 218 s of
+the CI budget); the hypermodel and tuner it drives are tested on every
+backend in test_hypermodel.py.
 """
 
 import importlib.util
@@ -25,6 +30,10 @@ EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
 BASE = keras_sovit.ShapeSpec(32, 1, 64, 4, patch_size=4)
 GRID_BUDGET = 0.4
 TARGET = 1.0
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="the example's default backend is JAX (examples/shape_search.py)",
+)
 
 
 def _load_example():
