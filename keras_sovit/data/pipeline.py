@@ -259,7 +259,9 @@ def input_pipeline(
     identical batches whatever the parallelism. Keras augmentation layers
     (RandAugment, MixUp, CutMix, user layers) keep their own seed state, so
     they run sequentially and replay exactly when freshly built with the
-    same seed.
+    same seed. A second pass over the same returned dataset draws a new
+    shuffle order (`reshuffle_each_iteration`): to replay a stream, build
+    a new pipeline with the same seed.
 
     Args:
         ds: `tf.data.Dataset` of `(image, label)` pairs or of dicts with

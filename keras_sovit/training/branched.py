@@ -39,7 +39,7 @@ come from one persistent iterator; the batches a branch trains on are kept
 and replayed to the main run, which therefore sees exactly the batches of a
 run without branches. A `tf.data.Dataset` is iterated with tf.data's
 autotuner off unless its options set `autotune.enabled`: with it on,
-destroying the iterator at the end of a run waited up to 45 s for the
+destroying the iterator at the end of a run waited up to 18 s for the
 autotuner's thread (TensorFlow 2.21; benchmarks/iterator_teardown.py).
 """
 
@@ -200,7 +200,7 @@ def without_autotune(dataset):
     """`dataset` with tf.data's autotuner off, unless its options set it.
 
     Destroying an iterator whose autotuner runs waits for the autotuner's
-    thread, up to 45 s in benchmarks/iterator_teardown.py; with the
+    thread, up to 16 s in benchmarks/iterator_teardown.py; with the
     autotuner off, `AUTOTUNE` parallelism and buffer sizes take tf.data's
     fixed defaults (as fast for `keras_sovit.data.input_pipeline` there).
     A dataset whose options set `autotune.enabled` is returned as it is.
