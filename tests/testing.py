@@ -151,3 +151,37 @@ def np_attention(query, value, w):
 def np_mlp(x, w0, b0, w1, b1, approximate=True):
     gelu = np_gelu_tanh if approximate else np_gelu_erf
     return gelu(x @ w0 + b0) @ w1 + b1
+
+
+def value_and_gradients(model, x, training=True):
+    """`sum(model(x) ** 2) / 2` and its gradients w.r.t. the trainable
+    weights, on the current backend (numpy arrays)."""
+    backend = keras.backend.backend()
+    weights = model.trainable_variables
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = 0.5 * tf.reduce_sum(model(x, training=training) ** 2)
+        grads = tape.gradient(loss, weights)
+    elif backend == "jax":
+        import jax
+
+        def loss_fn(trainable):
+            y, _ = model.stateless_call(
+                trainable,
+                [v.value for v in model.non_trainable_variables],
+                x,
+                training=training,
+            )
+            return 0.5 * jax.numpy.sum(y**2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(
+            [v.value for v in weights]
+        )
+    else:
+        loss = 0.5 * (model(x, training=training) ** 2).sum()
+        loss.backward()
+        grads = [v.value.grad for v in weights]
+    to_np = keras.ops.convert_to_numpy
+    return float(to_np(loss)), [to_np(g) for g in grads]

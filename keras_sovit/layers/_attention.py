@@ -29,6 +29,12 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
     (D, H, D/H) with biases (H, D/H), and `out_kernel` (H, D/H, D) with bias
     (D,). Self-attention (`value=None`) runs the Q, K and V projections as
     one (D, 3D) matrix product; cross-attention fuses K and V.
+
+    The attention itself is `keras.ops.dot_product_attention`: a fused
+    (flash) kernel where the backend and device have one and
+    `keras.config.is_flash_attention_enabled()` is not `False` (`None`,
+    the default, lets Keras decide; `True` demands one), the exact
+    computation elsewhere, e.g. on CPUs.
     """
 
     def __init__(self, num_heads, **kwargs):
@@ -85,15 +91,16 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
             (q,) = self._project(query, ("query",))
             k, v = self._project(value, ("key", "value"))
         width = query.shape[-1]
-        head_dim = width // self.num_heads
-        q = self._heads(q * ops.cast(1.0 / math.sqrt(head_dim), q.dtype))
-        k, v = self._heads(k), self._heads(v)
-        scores = ops.einsum("bqhd,bkhd->bhqk", q, k)
-        if scores.dtype != "float32":
-            probs = ops.cast(ops.softmax(ops.cast(scores, "float32")), q.dtype)
-        else:
-            probs = ops.softmax(scores, axis=-1)
-        out = ops.einsum("bhqk,bkhd->bqhd", probs, v)
+        # One fused op, so a backend can pick a flash kernel where the
+        # device has one; elsewhere Keras runs the exact softmax(qk^T)v
+        # with float32 logits and softmax, as big_vision does.
+        out = ops.dot_product_attention(
+            self._heads(q),
+            self._heads(k),
+            self._heads(v),
+            scale=1.0 / math.sqrt(width // self.num_heads),
+            flash_attention=keras.config.is_flash_attention_enabled(),
+        )
         batch, tokens = ops.shape(out)[0], ops.shape(out)[1]
         out = ops.reshape(out, (batch, tokens, width))
         kernel = ops.reshape(self.out_kernel, (width, width))
@@ -151,10 +158,15 @@ class MlpBlock(keras.layers.Layer):
         self.dense_1.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
         self.built = True
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, dropout_mask=None):
+        """`dropout_mask`, if given, replaces the dropout layer: the GELU
+        output is multiplied by it (a mask already scaled by 1 / keep)."""
         x = self.dense_0(x)
         x = keras.activations.gelu(x, approximate=self.approximate_gelu)
-        x = self.dropout(x, training=training)
+        if dropout_mask is not None:
+            x = x * dropout_mask
+        else:
+            x = self.dropout(x, training=training)
         return self.dense_1(x)
 
     def compute_output_shape(self, input_shape):

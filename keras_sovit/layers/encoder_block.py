@@ -23,6 +23,14 @@ class EncoderBlock(keras.layers.Layer):
     attention-probability dropout. Optional stochastic depth drops each
     residual branch per example during training.
 
+    `remat=True` rematerialises the block (`keras.remat`: `jax.checkpoint`,
+    `tf.recompute_grad` or torch's activation checkpointing): the backward
+    pass recomputes the block's activations from its input instead of
+    keeping them, trading one more forward pass for the block's activation
+    memory (big_vision trains So400m this way). The outputs and gradients
+    are those of the plain block: the dropout and stochastic-depth masks
+    are drawn once, before the recomputed part, from the same seeds.
+
     Weight names follow big_vision's `Encoder1DBlock`, so a checkpoint maps
     by renaming: `LayerNorm_0`, `MultiHeadDotProductAttention_0` (with
     `query_kernel` (D, H, D/H), `query_bias` (H, D/H), ... `out_kernel`
@@ -39,6 +47,8 @@ class EncoderBlock(keras.layers.Layer):
         approximate_gelu: bool. Whether the MLP uses the tanh
             approximation of GELU (`True`, big_vision) or the exact erf form
             (`False`, PyTorch's default). Defaults to `True`.
+        remat: bool. Whether to rematerialise the block in the backward
+            pass (see above). Defaults to `False`.
         **kwargs: other keyword arguments of `keras.layers.Layer`, such as
             `name` and `dtype`.
 
@@ -67,6 +77,7 @@ class EncoderBlock(keras.layers.Layer):
         stochastic_depth_rate=0.0,
         layer_norm_epsilon=1e-6,
         approximate_gelu=True,
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,6 +86,7 @@ class EncoderBlock(keras.layers.Layer):
         check_rate("dropout_rate", dropout_rate)
         check_rate("stochastic_depth_rate", stochastic_depth_rate)
         check_bool("approximate_gelu", approximate_gelu)
+        check_bool("remat", remat)
 
         # === Config ===
         self.num_heads = num_heads
@@ -83,6 +95,7 @@ class EncoderBlock(keras.layers.Layer):
         self.stochastic_depth_rate = stochastic_depth_rate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.approximate_gelu = approximate_gelu
+        self.remat = remat
 
         # === Layers ===
         self.layer_norm_0 = keras.layers.LayerNormalization(
@@ -126,24 +139,59 @@ class EncoderBlock(keras.layers.Layer):
         self.mlp.build(input_shape)
         self.built = True
 
-    def _drop_path(self, x, training):
-        if not (training and self.stochastic_depth_rate):
-            return x
-        keep = 1.0 - self.stochastic_depth_rate
-        mask_shape = (ops.shape(x)[0], 1, 1)
-        mask = keras.random.uniform(
-            mask_shape, dtype=x.dtype, seed=self.seed_generator
-        )
-        mask = ops.cast(mask < keep, x.dtype)
-        return x * mask / ops.cast(keep, x.dtype)
+    def _masks(self, inputs, training):
+        """The block's random masks, scaled by 1 / keep, drawn up front.
+
+        Each comes from the seed generator of the layer it belongs to
+        (drawn as `keras.random.dropout` of ones), so the forward pass
+        itself is deterministic and a rematerialised block recomputes it
+        with the same masks. Only the masks in use are drawn.
+        """
+        if not training:
+            return {}
+        batch, tokens, width = ops.shape(inputs)
+        dtype = inputs.dtype
+        masks = {}
+        for name, layer, size in (
+            ("attention", self.attention_dropout, width),
+            ("hidden", self.mlp.dropout, self.mlp_dim),
+            ("mlp", self.mlp_dropout, width),
+        ):
+            if layer.rate > 0:
+                ones = ops.ones((batch, tokens, size), dtype)
+                masks[name] = keras.random.dropout(
+                    ones, layer.rate, seed=layer.seed_generator
+                )
+        if self.stochastic_depth_rate:
+            keep = 1.0 - self.stochastic_depth_rate
+            for name in ("attention_path", "mlp_path"):
+                uniform = keras.random.uniform(
+                    (batch, 1, 1), dtype=dtype, seed=self.seed_generator
+                )
+                masks[name] = ops.cast(uniform < keep, dtype) / ops.cast(
+                    keep, dtype
+                )
+        return masks
+
+    def _forward(self, inputs, masks):
+        def apply(name, x):
+            return x * masks[name] if name in masks else x
+
+        y = self.attention(self.layer_norm_0(inputs))
+        x = inputs + apply("attention_path", apply("attention", y))
+        y = self.mlp(self.layer_norm_1(x), dropout_mask=masks.get("hidden"))
+        return x + apply("mlp_path", apply("mlp", y))
 
     def call(self, inputs, training=None):
-        y = self.attention(self.layer_norm_0(inputs))
-        y = self.attention_dropout(y, training=training)
-        x = inputs + self._drop_path(y, training)
-        y = self.mlp(self.layer_norm_1(x), training=training)
-        y = self.mlp_dropout(y, training=training)
-        return x + self._drop_path(y, training)
+        masks = self._masks(inputs, training)
+        if not self.remat:
+            return self._forward(inputs, masks)
+        names = tuple(masks)
+
+        def forward(x, *values):
+            return self._forward(x, dict(zip(names, values)))
+
+        return keras.remat(forward)(inputs, *(masks[n] for n in names))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -158,6 +206,7 @@ class EncoderBlock(keras.layers.Layer):
                 "stochastic_depth_rate": self.stochastic_depth_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "approximate_gelu": self.approximate_gelu,
+                "remat": self.remat,
             }
         )
         return config

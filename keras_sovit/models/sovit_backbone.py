@@ -71,6 +71,12 @@ class SoViTBackbone(FunctionalModel):
         approximate_gelu: bool. tanh-approximate GELU in every MLP (`True`,
             big_vision) or exact erf GELU (`False`, timm's So400m/14
             SigLIP). Defaults to `True`.
+        remat: bool. Whether every encoder block is rematerialised in
+            the backward pass (`keras.remat`, per block, as big_vision
+            trains So400m): activation memory of about one block's
+            input per block instead of all its intermediates, for one
+            more forward pass of compute. Outputs and gradients are
+            unchanged. Defaults to `False`.
         strict_image_size: bool. Whether an image size that is not a
             multiple of the patch size raises a `ValueError` instead of a
             warning. Defaults to `False`.
@@ -119,6 +125,7 @@ class SoViTBackbone(FunctionalModel):
         dropout_rate=0.0,
         stochastic_depth_rate=0.0,
         approximate_gelu=True,
+        remat=False,
         strict_image_size=False,
         name=None,
         dtype=None,
@@ -142,6 +149,7 @@ class SoViTBackbone(FunctionalModel):
         check_rate("dropout_rate", dropout_rate)
         check_rate("stochastic_depth_rate", stochastic_depth_rate)
         check_bool("approximate_gelu", approximate_gelu)
+        check_bool("remat", remat)
         grid = (
             image_shape[0] // spec.patch_size,
             image_shape[1] // spec.patch_size,
@@ -178,6 +186,7 @@ class SoViTBackbone(FunctionalModel):
                     stochastic_depth_rate, i, spec.depth
                 ),
                 approximate_gelu=approximate_gelu,
+                remat=remat,
                 dtype=dtype,
                 name=f"encoderblock_{i}",
             )
@@ -229,6 +238,7 @@ class SoViTBackbone(FunctionalModel):
         self.dropout_rate = dropout_rate
         self.stochastic_depth_rate = stochastic_depth_rate
         self.approximate_gelu = approximate_gelu
+        self.remat = remat
         self.strict_image_size = strict_image_size
 
     @classmethod
@@ -273,6 +283,7 @@ class SoViTBackbone(FunctionalModel):
             "dropout_rate": self.dropout_rate,
             "stochastic_depth_rate": self.stochastic_depth_rate,
             "approximate_gelu": self.approximate_gelu,
+            "remat": self.remat,
             "strict_image_size": self.strict_image_size,
             "name": self.name,
             "trainable": self.trainable,

@@ -141,7 +141,7 @@ class SoViTClassifier(FunctionalModel):
         """Builds a classifier for a big_vision variant such as "So400m/14".
 
         Extra keyword arguments (`pool_type`, `posemb`, `dropout_rate`,
-        `stochastic_depth_rate`, `dtype`) go to `SoViTBackbone`.
+        `stochastic_depth_rate`, `remat`, `dtype`) go to `SoViTBackbone`.
         """
         backbone = SoViTBackbone(
             ShapeSpec.from_variant(variant),

@@ -7,7 +7,9 @@ from tests.testing import np_attention
 from tests.testing import np_layer_norm
 from tests.testing import np_mlp
 from tests.testing import randomize_weights
+from tests.testing import check_config_round_trip
 from tests.testing import run_layer_test
+from tests.testing import value_and_gradients
 
 
 def _inputs(seed=0, shape=(2, 16, 32)):
@@ -142,3 +144,87 @@ def test_bad_arguments(kwargs, name):
 def test_width_not_divisible_by_heads():
     with pytest.raises(ValueError, match="num_heads"):
         EncoderBlock(num_heads=3, mlp_dim=8)(np.zeros((1, 4, 8), "float32"))
+
+
+def _twin_blocks(**kwargs):
+    """A plain block and a rematerialised one with equal weights and
+    equal seed-generator states."""
+    x = _inputs(4, shape=(3, 16, 32))
+    blocks = []
+    for remat in (False, True):
+        keras.utils.set_random_seed(7)
+        block = EncoderBlock(num_heads=4, mlp_dim=48, remat=remat, **kwargs)
+        block.build(x.shape)
+        blocks.append(block)
+    randomize_weights(blocks[0], seed=5, scale=0.3)
+    blocks[1].set_weights(blocks[0].get_weights())
+    return x, blocks
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_remat_block_has_the_plain_blocks_outputs_and_gradients(training):
+    x, (plain, remat) = _twin_blocks(
+        dropout_rate=0.2, stochastic_depth_rate=0.3
+    )
+    # Keras' torch dropout draws from torch's global generator (not the
+    # layer's seed state) for unseeded layers: reseed before each run.
+    keras.utils.set_random_seed(11)
+    loss, grads = value_and_gradients(plain, x, training=training)
+    keras.utils.set_random_seed(11)
+    remat_loss, remat_grads = value_and_gradients(remat, x, training=training)
+    np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+    assert len(grads) == len(remat_grads) == 16
+    for g, h in zip(grads, remat_grads):
+        np.testing.assert_allclose(h, g, rtol=1e-5, atol=1e-6)
+    # The masks are drawn (or not) as the mode says: training with dropout
+    # gives another loss than inference.
+    _, (eval_block, _) = _twin_blocks(
+        dropout_rate=0.2, stochastic_depth_rate=0.3
+    )
+    eval_loss, _ = value_and_gradients(eval_block, x, training=False)
+    assert (abs(loss - eval_loss) > 1e-3 * abs(eval_loss)) == training
+
+
+def test_block_dropout_masks_follow_keras_dropout():
+    # With stochastic depth off and the attention branch zeroed, the
+    # block's training output is x + Dropout(MLP with inner dropout):
+    # recomputed here with the block's own Keras Dropout layers drawn from
+    # the same seed states.
+    keras.utils.set_random_seed(3)
+    block = EncoderBlock(num_heads=4, mlp_dim=48, dropout_rate=0.25)
+    x = _inputs(6)
+    block.build(x.shape)
+    randomize_weights(block, seed=1, scale=0.3)
+    state = [keras.ops.copy(v) for v in block.non_trainable_variables]
+    keras.utils.set_random_seed(11)  # torch: see the test above
+    out = keras.ops.convert_to_numpy(block(x, training=True))
+    for v, s in zip(block.non_trainable_variables, state):
+        v.assign(s)
+    keras.utils.set_random_seed(11)
+    attention = keras.ops.convert_to_numpy(
+        block.attention(block.layer_norm_0(x))
+    )
+    # Draw order in the block: attention, hidden (inside the MLP), mlp;
+    # each from its own layer's seed generator.
+    h = x + keras.ops.convert_to_numpy(
+        block.attention_dropout(attention, training=True)
+    )
+    mlp = block.mlp
+    hidden = keras.activations.gelu(
+        mlp.dense_0(block.layer_norm_1(h)), approximate=True
+    )
+    y = mlp.dense_1(mlp.dropout(hidden, training=True))
+    expected = h + keras.ops.convert_to_numpy(
+        block.mlp_dropout(y, training=True)
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    dropped = np.mean(out == h)  # rows where the MLP branch was dropped
+    assert 0.1 < dropped < 0.4
+
+
+def test_remat_is_in_the_config():
+    check_config_round_trip(
+        EncoderBlock, {"num_heads": 4, "mlp_dim": 64, "remat": True}
+    )
+    with pytest.raises(ValueError, match="remat"):
+        EncoderBlock(num_heads=4, mlp_dim=64, remat="yes")
