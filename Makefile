@@ -62,6 +62,7 @@ test-torch: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q keras-hub==0.32.0
 	$(PY) benchmarks/throughput.py
+	KERAS_BACKEND=jax $(PY) benchmarks/accelerator_throughput.py --tiny
 	$(PY) benchmarks/block_ceiling.py
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/fit_accuracy.py

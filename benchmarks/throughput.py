@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_sovit  # noqa: E402
+from competitors import keras_hub_siglip  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -79,22 +80,7 @@ def build_sovit(shape, image_size, num_classes):
 
 
 def build_keras_hub(shape, image_size, num_classes):
-    import keras_hub
-
-    encoder = keras_hub.models.SigLIPVisionEncoder(
-        patch_size=shape.patch_size,
-        hidden_dim=shape.width,
-        num_layers=shape.depth,
-        num_heads=shape.num_heads,
-        intermediate_dim=shape.mlp_dim,
-        intermediate_activation="gelu_approximate",
-        image_shape=(image_size, image_size, 3),
-    )
-    images = keras.Input((image_size, image_size, 3))
-    logits = keras.layers.Dense(
-        num_classes, kernel_initializer="zeros", name="head"
-    )(encoder(images))
-    return keras.Model(images, logits, name="siglip_classifier")
+    return keras_hub_siglip(shape, image_size, num_classes)
 
 
 def compile_model(model, jit_compile=True):
