@@ -82,29 +82,55 @@ def read_state_dict(source, name):
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise ValueError(f"`{name}` is not a file. Received: {name}={source!r}")
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            return {k: to_numpy(data[k]) for k in data.files}
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        try:
-            return {k: to_numpy(v) for k, v in load_file(path).items()}
-        except TypeError:  # bfloat16 tensors need the torch reader.
-            from safetensors.torch import load_file as load_torch
-
-            return {k: to_numpy(v) for k, v in load_torch(path).items()}
-    if path.endswith((".pth", ".pt", ".bin")):
-        import torch
-
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        return {k: to_numpy(v) for k, v in state.items()}
+    for suffixes, kind, reader in _READERS:
+        if path.endswith(suffixes):
+            try:
+                return {k: to_numpy(v) for k, v in reader(path).items()}
+            except Exception as error:  # the library's own, from deep down
+                raise ValueError(
+                    f"`{name}` could not be read as a {kind} file "
+                    f"(truncated or not that format?): "
+                    f"{type(error).__name__}: {error}. "
+                    f"Received: {name}={path!r}"
+                ) from error
     raise ValueError(
         f"`{name}` must end with .npz, .safetensors, .pth, .pt or .bin. "
         f"Received: {name}={source!r}"
     )
+
+
+def _read_npz(path):
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _read_safetensors(path):
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except TypeError:  # bfloat16 tensors need the torch reader.
+        from safetensors.torch import load_file as load_torch
+
+        return load_torch(path)
+
+
+def _read_torch(path):
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise TypeError(f"holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+_READERS = (
+    (".npz", "NumPy .npz", _read_npz),
+    (".safetensors", "safetensors", _read_safetensors),
+    ((".pth", ".pt", ".bin"), "torch state-dict", _read_torch),
+)
 
 
 def read_json(path, name):

@@ -166,7 +166,10 @@ def save_big_vision(model, path, prefix="", scan=False, bfloat16=False):
     `Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel`,
     ..., `head/kernel`), so big_vision's own `load` reads the file too.
     big_vision always uses tanh GELU: saving a model with
-    `approximate_gelu=False` warns.
+    `approximate_gelu=False` warns. The file records a `"map"` or `"tok"`
+    pooling by its weights; `"gap"` is what a file without either means,
+    so saving `pool_type="0"` or `"none"` warns: pass that `pool_type` to
+    `load_big_vision`.
 
     Args:
         model: `keras_sovit.models.SoViTBackbone` or `SoViTClassifier`.
@@ -208,6 +211,16 @@ def save_big_vision(model, path, prefix="", scan=False, bfloat16=False):
             "exact GELU (approximate_gelu=False). Load the file with "
             "load_big_vision(..., approximate_gelu=False) to get the same "
             "outputs.",
+            stacklevel=2,
+        )
+    if backbone.pool_type in ("0", "none"):
+        # Only "map" and "tok" leave weights that name them; the loader
+        # reads every other file as "gap".
+        warnings.warn(
+            f"A big_vision file cannot record pool_type="
+            f"{backbone.pool_type!r} (it has no weights); load it with "
+            f"load_big_vision(..., pool_type={backbone.pool_type!r}) to get "
+            "the same outputs.",
             stacklevel=2,
         )
     if scan:

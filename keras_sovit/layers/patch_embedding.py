@@ -108,6 +108,12 @@ class PatchEmbedding(keras.layers.Layer):
         # non-overlapping patches; XLA runs the matmul form faster.
         h, w = self._grid(inputs.shape)
         p, channels = self.patch_size, inputs.shape[-1]
+        if channels != self.kernel.shape[2]:
+            raise ValueError(
+                f"`PatchEmbedding` was built for images with "
+                f"{self.kernel.shape[2]} channels. Received: images with "
+                f"channels={channels} (input shape {inputs.shape})"
+            )
         x = inputs
         if inputs.shape[1] != h * p or inputs.shape[2] != w * p:
             x = x[:, : h * p, : w * p, :]

@@ -111,3 +111,18 @@ def test_strict_in_config():
     assert stem.get_config()["strict"] is True
     with pytest.raises(ValueError, match="strict"):
         PatchEmbedding(width=8, patch_size=4, strict="yes")
+
+
+def test_images_with_other_channels_than_built_for_are_refused():
+    import keras_sovit
+
+    layer = keras_sovit.layers.PatchEmbedding(width=16, patch_size=8)
+    layer.build((None, 32, 32, 3))
+    with pytest.raises(ValueError, match="3 channels.*channels=1"):
+        layer(np.zeros((2, 32, 32, 1), "float32"))
+    backbone = keras_sovit.models.SoViTBackbone(
+        keras_sovit.ShapeSpec(16, 1, 32, 2, patch_size=8),
+        image_shape=(32, 32, 3),
+    )
+    with pytest.raises(ValueError, match="channels=1"):
+        backbone(np.zeros((2, 32, 32, 1), "float32"))
