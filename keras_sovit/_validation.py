@@ -172,20 +172,6 @@ def check_grids(name, grids, dims):
     return check_dim_dict(name, grids, values, dims)
 
 
-def check_shape_spec(name, value, allow_dict=False):
-    """`value` as a `ShapeSpec` (or built from a dict with `allow_dict`)."""
-    from keras_sovit.shapes import ShapeSpec
-
-    if allow_dict and isinstance(value, dict):
-        return ShapeSpec.from_dict(value)
-    if not isinstance(value, ShapeSpec):
-        what = "a ShapeSpec or a dict of its fields" if allow_dict else (
-            "a ShapeSpec"
-        )
-        _fail(name, what, value)
-    return value
-
-
 def image_hw(image_size, name="image_size"):
     """An int or `(height, width)` image size as a `(height, width)` tuple."""
     if isinstance(image_size, (tuple, list)):

@@ -396,3 +396,17 @@ def check_rounding(rounding):
             f"`rounding` must be a Rounding. Received: rounding={rounding!r}"
         )
     return rounding
+
+
+def check_shape_spec(name, value, allow_dict=False):
+    """`value` as a `ShapeSpec` (or built from a dict with `allow_dict`)."""
+    if allow_dict and isinstance(value, dict):
+        return ShapeSpec.from_dict(value)
+    if not isinstance(value, ShapeSpec):
+        what = "a ShapeSpec or a dict of its fields" if allow_dict else (
+            "a ShapeSpec"
+        )
+        raise ValueError(
+            f"`{name}` must be {what}. Received: {name}={value!r}"
+        )
+    return value

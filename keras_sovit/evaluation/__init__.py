@@ -1,7 +1,7 @@
 """Evaluators with standard errors: validation loss, linear probes."""
 
+from keras_sovit._feature_cache import feature_cache
 from keras_sovit.evaluation._common import crossed_mean_se
-from keras_sovit.evaluation._common import feature_cache
 from keras_sovit.evaluation._common import stratified_subset
 from keras_sovit.evaluation.fewshot import FewShotEvaluator
 from keras_sovit.evaluation.fewshot import fewshot_error

@@ -1,15 +1,12 @@
 """Data loading, feature extraction and standard errors for evaluators."""
 
-import contextlib
-
 import keras
 import numpy as np
 
+from keras_sovit._feature_cache import cached
+from keras_sovit._feature_cache import remember
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
-
-# Features memoised within one `feature_cache()` block (one model state).
-_CACHE = []
 
 
 def to_int_labels(labels):
@@ -149,35 +146,6 @@ def _predict(model, images):
     return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
 
 
-@contextlib.contextmanager
-def feature_cache():
-    """Shares feature extraction between evaluators of one model state.
-
-    Inside the block, `extract_features` computes the features of a given
-    (model, images array) pair once; evaluators that score the same array
-    (e.g. a few-shot and a many-shot probe with one test set) reuse them.
-    The weights must not change inside the block.
-
-    Example:
-
-    ```python
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    with keras_sovit.evaluation.feature_cache():
-        pass  # run several evaluators on `model` here
-    ```
-    """
-    _CACHE.append({})
-    try:
-        yield
-    finally:
-        _CACHE.pop()
-
-
-def caching():
-    """Whether a `feature_cache` block is active."""
-    return bool(_CACHE)
-
-
 def extract_features(model, images, batch_size):
     """Pooled features of `model.backbone` (or the model), float64.
 
@@ -187,14 +155,14 @@ def extract_features(model, images, batch_size):
     if extractor is None:
         extractor = model
     key = (id(extractor), id(images), len(images))
-    if _CACHE and key in _CACHE[-1]:
-        return _CACHE[-1][key][1]
+    features = cached(key)
+    if features is not None:
+        return features
     features = predict_padded(extractor, images, batch_size)
     if features.ndim > 2:
         features = features.mean(axis=tuple(range(1, features.ndim - 1)))
-    if _CACHE:
-        # Keep `images` alive so its id is not reused within the block.
-        _CACHE[-1][key] = (images, features)
+    # `images` stays alive with the entry so its id is not reused.
+    remember(key, features, keep_alive=images)
     return features
 
 

@@ -3,22 +3,21 @@
 import keras
 import numpy as np
 
+from keras_sovit._feature_cache import caching
 from keras_sovit._validation import check_positive_int
-from keras_sovit.evaluation._common import caching
 from keras_sovit.evaluation._common import extract_features
 from keras_sovit.evaluation._common import load_arrays
 from keras_sovit.evaluation._common import mean_se
 from keras_sovit.evaluation._common import predict_padded
 from keras_sovit.evaluation._common import stratified_mean_se
 from keras_sovit.evaluation._common import stratified_subset
+from keras_sovit.training.losses import SigmoidCrossEntropy
 
 HEAD_LOSSES = ("softmax", "sigmoid")
 
 
 def _loss_of(model):
     """`"softmax"` or `"sigmoid"`: the loss a compiled model trains with."""
-    from keras_sovit.training.recipe import SigmoidCrossEntropy
-
     loss = getattr(model, "loss", None)
     if isinstance(loss, SigmoidCrossEntropy):
         return "sigmoid"

@@ -9,8 +9,10 @@ from keras_sovit.layers.encoder_block import EncoderBlock
 from keras_sovit.layers.map_head import MAPHead
 from keras_sovit.layers.patch_embedding import PatchEmbedding
 from keras_sovit.layers.position_embedding import PositionEmbedding
-from keras_sovit.layers.sincos2d_position_embedding import SinCos2DPositionEmbedding
-from keras_sovit.shapes import ShapeSpec
+from keras_sovit.layers.sincos2d_position_embedding import (
+    SinCos2DPositionEmbedding,
+)
+from keras_sovit.shapes import check_shape_spec
 
 
 class FunctionalModel(keras.Model):
@@ -134,7 +136,7 @@ class SoViTBackbone(FunctionalModel):
         # One long constructor on purpose (keras-hub's backbone layout):
         # validation, layers, the functional graph and the config in the
         # order Keras needs them, each section marked.
-        spec = as_shape_spec(shape)
+        spec = check_shape_spec("shape", shape, allow_dict=True)
         image_shape = check_image_shape(image_shape)
         check_bool("strict_image_size", strict_image_size)
         # Validates pool_type, posemb and the image size against the patch
@@ -311,18 +313,6 @@ def keep_dtype_policy(model, dtype):
     """
     if dtype is not None:
         model.dtype_policy = keras.dtype_policies.get(dtype)
-
-
-def as_shape_spec(shape):
-    """A `ShapeSpec` from a `ShapeSpec` or a dict of its fields."""
-    if isinstance(shape, ShapeSpec):
-        return shape
-    if isinstance(shape, dict):
-        return ShapeSpec.from_dict(shape)
-    raise ValueError(
-        "`shape` must be a keras_sovit.ShapeSpec or a dict of its fields. "
-        f"Received: shape={shape!r}"
-    )
 
 
 def check_image_shape(image_shape):

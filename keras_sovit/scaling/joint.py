@@ -16,7 +16,6 @@ from keras_sovit._validation import check_choice
 from keras_sovit._validation import check_positive_finite_array
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
-from keras_sovit._validation import check_shape_spec
 from keras_sovit.scaling import _varpro
 from keras_sovit.scaling import formulas
 from keras_sovit.scaling.law import _Params
@@ -27,6 +26,7 @@ from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_rounding
+from keras_sovit.shapes import check_shape_spec
 from keras_sovit.shapes import forward_gflops
 
 FORMS = ("decomposable", "data_limited")

@@ -14,13 +14,13 @@ from keras_sovit._validation import check_non_negative_int
 from keras_sovit._validation import check_positive_finite_array
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
-from keras_sovit._validation import check_shape_spec
 from keras_sovit.scaling import _varpro
 from keras_sovit.scaling.formulas import EQ2_PARAMS as PARAM_NAMES
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.scaling.results import largest_compute_runs
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_shape_spec
 
 LOSSES = ("relative", "huber")
 

@@ -14,11 +14,11 @@ from keras_sovit._validation import check_dim_dict
 from keras_sovit._validation import check_grids
 from keras_sovit._validation import check_number
 from keras_sovit._validation import check_positive_number
-from keras_sovit._validation import check_shape_spec
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import Rounding  # noqa: F401 (public here too)
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_rounding
+from keras_sovit.shapes import check_shape_spec
 
 # App. B.2: the star centre x^(c) (patch 14, 16 heads in all sweeps).
 PAPER_STAR_CENTER = ShapeSpec(1968, 40, 6144, 16, 14)

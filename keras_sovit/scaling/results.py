@@ -9,9 +9,9 @@ import os
 import numpy as np
 
 from keras_sovit._validation import check_number
-from keras_sovit._validation import check_shape_spec
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_shape_spec
 
 NUMBER_FIELDS = ("compute_gflops", "examples_seen", "metric_value",
                  "metric_se")

@@ -11,7 +11,6 @@ from keras_sovit._validation import check_bounds
 from keras_sovit._validation import check_dim_dict
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
-from keras_sovit._validation import check_shape_spec
 from keras_sovit._validation import image_hw
 from keras_sovit.scaling import formulas
 from keras_sovit.scaling.formulas import eq2_loss  # noqa: F401 (public)
@@ -22,6 +21,7 @@ from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import Rounding
+from keras_sovit.shapes import check_shape_spec
 from keras_sovit.shapes import forward_gflops
 
 # The box `true_optimum` searches unless told otherwise.

@@ -23,11 +23,11 @@ All families subclass `simulate._Law`, so `loss`, `losses` and
 import numpy as np
 
 from keras_sovit._validation import check_positive_number
-from keras_sovit._validation import check_shape_spec
 from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
 from keras_sovit.scaling.simulate import DataLimitedLaw
 from keras_sovit.scaling.simulate import _Law
 from keras_sovit.shapes import ShapeSpec
+from keras_sovit.shapes import check_shape_spec
 from keras_sovit.shapes import forward_gflops
 from keras_sovit.shapes import param_count
 

@@ -13,12 +13,12 @@ from keras_sovit.training.fine_tuning import compile_for_fine_tuning
 from keras_sovit.training.fine_tuning import fine_tuning_recipe
 from keras_sovit.training.fine_tuning import layer_decay_multipliers
 from keras_sovit.training.fine_tuning import make_fine_tuning_schedule
+from keras_sovit.training.losses import SigmoidCrossEntropy
 from keras_sovit.training.optimizers import AdamWDecayMults
 from keras_sovit.training.optimizers import BigVisionAdafactor
 from keras_sovit.training.recipe import PAPER_RECIPE
 from keras_sovit.training.recipe import PRESETS
 from keras_sovit.training.recipe import SMALL_RECIPE
-from keras_sovit.training.recipe import SigmoidCrossEntropy
 from keras_sovit.training.recipe import compile_for_pretraining
 from keras_sovit.training.recipe import head_bias_prior
 from keras_sovit.training.recipe import make_loss

@@ -49,6 +49,7 @@ import time
 import keras
 import numpy as np
 
+from keras_sovit._feature_cache import feature_cache
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit._validation import check_rate
@@ -455,8 +456,6 @@ class BranchedRun:
         return record
 
     def _evaluate(self, evaluators):
-        from keras_sovit.evaluation import feature_cache
-
         begin = time.perf_counter()
         metrics = {}
         with feature_cache():

@@ -25,9 +25,9 @@ import math
 
 import keras
 
+from keras_sovit.training.losses import SigmoidCrossEntropy
 from keras_sovit.training.optimizers import check_regex_pairs
 from keras_sovit.training.optimizers import regex_multiplier
-from keras_sovit.training.recipe import SigmoidCrossEntropy
 
 PAPER_FINE_TUNING = {
     "total_steps": 50_000,

@@ -23,7 +23,6 @@ from keras_sovit._validation import check_non_negative_int
 from keras_sovit._validation import check_number
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
-from keras_sovit._validation import check_shape_spec
 from keras_sovit._validation import image_hw
 from keras_sovit.scaling import plan as plan_lib
 from keras_sovit.scaling.isoflop import IsoFlopSettings
@@ -32,6 +31,7 @@ from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import Rounding
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_rounding
+from keras_sovit.shapes import check_shape_spec
 from keras_sovit.tuner import phases as phases_lib
 from keras_sovit.tuner import proposals
 from keras_sovit.tuner.defaults import default_plan

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from keras_sovit.layers import EncoderBlock
+from tests.testing import check_config_round_trip
 from tests.testing import np_attention
 from tests.testing import np_layer_norm
 from tests.testing import np_mlp
 from tests.testing import randomize_weights
-from tests.testing import check_config_round_trip
 from tests.testing import run_layer_test
 from tests.testing import value_and_gradients
 
