@@ -103,6 +103,31 @@ def split_indices(labels, seed=SPLIT_SEED):
     return {name: np.sort(np.concatenate(p)) for name, p in parts.items()}
 
 
+def animal_mnist_split(split):
+    """One split of `animal_mnist` as NumPy arrays, without TensorFlow.
+
+    The examples of the tfds builder's split (same split, same images and
+    labels), in index order: `(images (N, 28, 28, 1) uint8, labels (N,)
+    int64)`. For the array path (`keras_sovit.data.ArrayPipeline`) on
+    machines without TensorFlow; `tfds.load` shuffles its files, so its
+    order differs.
+
+    Example:
+
+    ```python
+    images, labels = keras_sovit.data.animal_mnist_split("validation")
+    ```
+    """
+    if split not in SPLIT_SIZES:
+        raise ValueError(
+            f"`split` must be one of {sorted(SPLIT_SIZES)}. Received: "
+            f"split={split!r}"
+        )
+    images, labels = load_arrays()
+    indices = split_indices(labels)[split]
+    return images[indices][..., None], labels[indices]
+
+
 class AnimalMnist(tfds.core.GeneratorBasedBuilder):
     """Animal MNIST: 10,000 real 28x28 grayscale animal silhouettes.
 

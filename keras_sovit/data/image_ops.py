@@ -1,17 +1,15 @@
 """Image ops for the input pipeline: InceptionCrop and central resize."""
 
-
 import tensorflow as tf
 
 from keras_sovit._validation import check_range_pair
 from keras_sovit._validation import image_hw
 
-# big_vision's `inception_crop` defaults: area_min=5, area_max=100 (percent);
-# aspect ratios (width / height) are TF's sample_distorted_bounding_box
-# default range, (3/4, 4/3).
-INCEPTION_AREA_RANGE = (0.05, 1.0)
-INCEPTION_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
-MAX_ATTEMPTS = 10
+# big_vision's InceptionCrop defaults live beside the NumPy sampler
+# (`arrays.py`, no TensorFlow): area 5-100 %, aspect ratio (3/4, 4/3).
+from keras_sovit.data.arrays import INCEPTION_AREA_RANGE
+from keras_sovit.data.arrays import INCEPTION_ASPECT_RATIO_RANGE
+from keras_sovit.data.arrays import MAX_ATTEMPTS
 
 
 def sample_crop_boxes(

@@ -7,6 +7,7 @@ from keras_sovit._feature_cache import cached
 from keras_sovit._feature_cache import remember
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
+from keras_sovit.data.batches import iterate_batches
 
 
 def to_int_labels(labels):
@@ -17,38 +18,10 @@ def to_int_labels(labels):
 
 
 def iterate(data, batch_size, name):
-    """Yields (images, int labels) numpy batches from arrays or tf.data."""
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        images, labels = np.asarray(data[0]), np.asarray(data[1])
-        if len(images) != len(labels):
-            raise ValueError(
-                f"`{name}` images and labels differ in length: "
-                f"{len(images)} vs {len(labels)}"
-            )
-        for start in range(0, len(images), batch_size):
-            stop = start + batch_size
-            yield images[start:stop], to_int_labels(labels[start:stop])
-        return
-    import tensorflow as tf
-
-    if not isinstance(data, tf.data.Dataset):
-        raise ValueError(
-            f"`{name}` must be a tf.data.Dataset of (image, label) or a tuple "
-            f"(images, labels) of arrays. Received: {type(data).__name__}"
-        )
-    if data.cardinality() == tf.data.INFINITE_CARDINALITY:
-        raise ValueError(
-            f"`{name}` is an infinite (repeated) dataset; pass a dataset "
-            "that makes one pass, e.g. input_pipeline(..., training=False)."
-        )
-    spec = data.element_spec
-    if isinstance(spec, dict):
-        data = data.map(lambda d: (d["image"], d["label"]))
-        spec = data.element_spec
-    if spec[0].shape.rank == 3:  # unbatched examples
-        data = data.batch(batch_size)
-    for images, labels in data.as_numpy_iterator():
-        yield images, to_int_labels(labels)
+    """Yields (images, int labels) numpy batches of a one-pass source."""
+    for images, labels in iterate_batches(data, name, batch_size,
+                                          one_pass=True):  # fmt: skip
+        yield np.asarray(images), to_int_labels(labels)
 
 
 def as_labels(name, value, num_examples):

@@ -53,6 +53,8 @@ from keras_sovit._feature_cache import feature_cache
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit._validation import check_rate
+from keras_sovit.data.batches import iterate_batches
+from keras_sovit.data.batches import without_autotune  # noqa: F401 (public here too)
 from keras_sovit.training.callbacks import steps_for_budget
 from keras_sovit.training.schedules import RsqrtSchedule
 
@@ -179,40 +181,6 @@ class _BatchStream:
     @property
     def kept(self):
         return len(self._kept)
-
-
-def _iterator_of(data):
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - TensorFlow is a dependency
-        tf = None
-    if tf is not None and isinstance(data, tf.data.Dataset):
-        return without_autotune(data).as_numpy_iterator()
-    try:
-        return iter(data)
-    except TypeError:
-        raise ValueError(
-            "`data` must be a tf.data.Dataset or an iterable of (x, y) "
-            f"batches. Received: {type(data).__name__}"
-        ) from None
-
-
-def without_autotune(dataset):
-    """`dataset` with tf.data's autotuner off, unless its options set it.
-
-    Destroying an iterator whose autotuner runs waits for the autotuner's
-    thread, up to 16 s in benchmarks/iterator_teardown.py; with the
-    autotuner off, `AUTOTUNE` parallelism and buffer sizes take tf.data's
-    fixed defaults (as fast for `keras_sovit.data.input_pipeline` there).
-    A dataset whose options set `autotune.enabled` is returned as it is.
-    """
-    import tensorflow as tf
-
-    if dataset.options().autotune.enabled is not None:
-        return dataset
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.with_options(options)
 
 
 def strategy_scope(model):
@@ -386,7 +354,7 @@ class BranchedRun:
         build_optimizer(model)
         optimizer.clear_cooldown()
         counter = self._count_traces()
-        stream = _BatchStream(_iterator_of(self.data))
+        stream = _BatchStream(iterate_batches(self.data))
         callbacks = keras.callbacks.CallbackList(
             self.callbacks, model=model, add_history=False,
             add_progbar=False,

@@ -2,15 +2,15 @@
 
 The project directory may be on any filesystem `tf.io.gfile` knows
 (`gs://` under TPUs, `ram://` in tests): the files are written to a local
-temporary directory and then copied there.
+temporary directory and then copied there. Without TensorFlow (a JAX or
+torch machine) the directory is a local path.
 """
 
 import json
 import logging
 import os
+import shutil
 import tempfile
-
-import tensorflow as tf
 
 from keras_sovit.tuner.protocol import PhaseName
 
@@ -35,17 +35,38 @@ def write_project_files(directory, report, results, scaling=None):
     """
     with tempfile.TemporaryDirectory() as local:
         _write_local_files(local, report, results, scaling)
-        tf.io.gfile.makedirs(directory)
+        gfile = _gfile()
+        gfile.makedirs(directory)
         for name in sorted(os.listdir(local)):
-            _replace(os.path.join(local, name), os.path.join(directory, name))
+            source = os.path.join(local, name)
+            target = os.path.join(directory, name)
+            # TF's ram:// filesystem appends when it overwrites, so the old
+            # file goes first (on local disks and gs:// this changes
+            # nothing).
+            if gfile.exists(target):
+                gfile.remove(target)
+            gfile.copy(source, target)
 
 
-def _replace(source, target):
-    # TF's ram:// filesystem appends when it overwrites, so the old file
-    # goes first (on local disks and gs:// this changes nothing).
-    if tf.io.gfile.exists(target):
-        tf.io.gfile.remove(target)
-    tf.io.gfile.copy(source, target)
+class _LocalFiles:
+    """The part of `tf.io.gfile` used here, for local paths."""
+
+    exists = staticmethod(os.path.exists)
+    remove = staticmethod(os.remove)
+    copy = staticmethod(shutil.copyfile)
+
+    @staticmethod
+    def makedirs(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def _gfile():
+    """`tf.io.gfile` (any filesystem TF knows), else local files."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return _LocalFiles
+    return tf.io.gfile
 
 
 def _write_local_files(directory, report, results, scaling):
