@@ -40,9 +40,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
+from throughput import machine_description  # noqa: E402
 
 import keras_sovit  # noqa: E402
-from throughput import machine_description  # noqa: E402
 
 
 def parse_args(argv=None):

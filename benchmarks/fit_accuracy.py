@@ -27,12 +27,12 @@ from scipy import optimize
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_sovit.scaling import _varpro  # noqa: E402
-from keras_sovit.scaling.law import fit_star_sweep  # noqa: E402
-from keras_sovit.scaling.plan import PAPER_STAR_CENTER  # noqa: E402
-from keras_sovit.scaling.plan import PAPER_STAR_GRIDS  # noqa: E402
-from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH  # noqa: E402
-from keras_sovit.scaling.simulate import eq2_loss  # noqa: E402
-from keras_sovit.scaling.simulate import simulate_star  # noqa: E402
+from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER  # noqa: E402
+from keras_sovit.scaling.paper.plan import PAPER_STAR_GRIDS  # noqa: E402
+from keras_sovit.scaling.paper.star_sweep import fit_star_sweep  # noqa: E402
+from keras_sovit.scaling.truths.laws import EQ2_STAR_TRUTH  # noqa: E402
+from keras_sovit.scaling.truths.laws import eq2_loss  # noqa: E402
+from keras_sovit.scaling.truths.laws import simulate_star  # noqa: E402
 
 DIMS = ("width", "depth", "mlp_dim")
 BUDGETS = {3: (5e10, 1e11, 2e11), 5: tuple(5e10 * 2 ** (k / 2) for k in

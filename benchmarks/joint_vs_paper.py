@@ -33,20 +33,20 @@ import warnings
 
 import numpy as np
 
-from keras_sovit.scaling.joint import JointLaw
-from keras_sovit.scaling.joint import optimal_shape
-from keras_sovit.scaling.law import fit_star_sweep
-from keras_sovit.scaling.plan import PAPER_GRID_SWEEP
-from keras_sovit.scaling.plan import PAPER_STAR_CENTER
-from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
-from keras_sovit.scaling.plan import GridBoundaryError
-from keras_sovit.scaling.plan import grid_sweep_plan
-from keras_sovit.scaling.plan import scale_shape
-from keras_sovit.scaling.plan import select_grid_optimum
-from keras_sovit.scaling.plan import star_sweep_plan
-from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import DataLimitedLaw
-from keras_sovit.scaling.simulate import simulate
+from keras_sovit.scaling.paper.joint import JointLaw
+from keras_sovit.scaling.paper.joint import optimal_shape
+from keras_sovit.scaling.paper.plan import PAPER_GRID_SWEEP
+from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.paper.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.paper.plan import GridBoundaryError
+from keras_sovit.scaling.paper.plan import grid_sweep_plan
+from keras_sovit.scaling.paper.plan import scale_shape
+from keras_sovit.scaling.paper.plan import select_grid_optimum
+from keras_sovit.scaling.paper.plan import star_sweep_plan
+from keras_sovit.scaling.paper.star_sweep import fit_star_sweep
+from keras_sovit.scaling.truths.laws import PAPER_LIKE_LAW
+from keras_sovit.scaling.truths.laws import DataLimitedLaw
+from keras_sovit.scaling.truths.laws import simulate
 from keras_sovit.shapes import ShapeSpec
 
 DATA_LIMITED_LAW = DataLimitedLaw(

@@ -1,6 +1,6 @@
 """Regret of the IsoFLOP shape search vs KerasTuner at equal total compute.
 
-No training: a truth of `keras_sovit.scaling.truths.SUITE` answers each
+No training: a truth of `keras_sovit.scaling.truths.suite.SUITE` answers each
 trial at its compute with multiplicative noise (1% and 3%). The search under
 test is driven trial by trial through its ask / tell interface (`drive`);
 swapping in an oracle means writing one adapter with `ask`, `tell`, `done`
@@ -53,13 +53,13 @@ import numpy as np  # noqa: E402
 from oracle_driver import answer_trials  # noqa: E402
 from oracle_driver import complete_trial  # noqa: E402
 
-from keras_sovit.scaling.isoflop import IsoFlopSearch  # noqa: E402
-from keras_sovit.scaling.plan import PAPER_EXPONENTS  # noqa: E402
-from keras_sovit.scaling.plan import Rounding  # noqa: E402
-from keras_sovit.scaling.plan import scale_shape  # noqa: E402
-from keras_sovit.scaling.simulate import _Law  # noqa: E402
-from keras_sovit.scaling.truths import SUITE  # noqa: E402
-from keras_sovit.scaling.truths import Observer  # noqa: E402
+from keras_sovit.scaling.isoflop.search import IsoFlopSearch  # noqa: E402
+from keras_sovit.scaling.paper.plan import PAPER_EXPONENTS  # noqa: E402
+from keras_sovit.scaling.paper.plan import Rounding  # noqa: E402
+from keras_sovit.scaling.paper.plan import scale_shape  # noqa: E402
+from keras_sovit.scaling.truths.laws import _Law  # noqa: E402
+from keras_sovit.scaling.truths.suite import SUITE  # noqa: E402
+from keras_sovit.scaling.truths.suite import Observer  # noqa: E402
 from keras_sovit.shapes import VARIANTS  # noqa: E402
 from keras_sovit.shapes import ShapeSpec  # noqa: E402
 from keras_sovit.shapes import forward_gflops  # noqa: E402

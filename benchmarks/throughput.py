@@ -39,9 +39,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from competitors import keras_hub_siglip  # noqa: E402
 
 import keras_sovit  # noqa: E402
-from competitors import keras_hub_siglip  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -5,7 +5,7 @@ proposal and its ×1.2 / ÷1.2 neighbours (`ShapeGrid.neighbours`) with
 `validation_seeds` seeds each and calls the proposal "not locally optimal"
 only when `keras_sovit.scaling.noise.local_optimality` finds a neighbour
 significantly better. This script measures that decision's error rates on
-every truth of `keras_sovit.scaling.truths.SUITE`, with the same neighbour
+every truth of `keras_sovit.scaling.truths.suite.SUITE`, with the same neighbour
 construction and the same decision function, at the validation compute of
 the paper-scale searches (the geometric mean of the grid anchor's 9.3e9 and
 the target 8.8e12 GFLOPs); each observation is the truth's value times
@@ -40,10 +40,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from keras_sovit.scaling.noise import local_optimality  # noqa: E402
-from keras_sovit.scaling.plan import Rounding  # noqa: E402
-from keras_sovit.scaling.truths import GRID_ANCHOR  # noqa: E402
-from keras_sovit.scaling.truths import SOVIT_ANCHOR  # noqa: E402
-from keras_sovit.scaling.truths import SUITE  # noqa: E402
+from keras_sovit.scaling.paper.plan import Rounding  # noqa: E402
+from keras_sovit.scaling.truths.suite import GRID_ANCHOR  # noqa: E402
+from keras_sovit.scaling.truths.suite import SOVIT_ANCHOR  # noqa: E402
+from keras_sovit.scaling.truths.suite import SUITE  # noqa: E402
 from keras_sovit.shapes import SCALED_DIMS  # noqa: E402
 from keras_sovit.tuner.proposals import ShapeGrid  # noqa: E402
 

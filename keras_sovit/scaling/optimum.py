@@ -1,7 +1,7 @@
 """The one integer shape optimiser: the best lattice shape of a loss.
 
 `keras_sovit.scaling.optimal_shape` (a fitted joint law) and the truths'
-`true_optimum` (`keras_sovit.scaling.simulate`) both call `best_shape`.
+`true_optimum` (`keras_sovit.scaling.truths.laws`) both call `best_shape`.
 The loss is any vectorised function of (width, depth, mlp_dim) at a fixed
 compute; the lattice is what a `Rounding` snaps to.
 """

@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from keras_sovit.scaling.plan import SCALED_DIMS
-from keras_sovit.scaling.plan import scale_shape
+from keras_sovit.scaling.paper.plan import SCALED_DIMS
+from keras_sovit.scaling.paper.plan import scale_shape
 from keras_sovit.shapes import ShapeSpec
 
 _LABELS = {"width": "width", "depth": "depth", "mlp_dim": "MLP dim"}
@@ -133,8 +133,8 @@ def plot_star_sweep(fit, results, path, center=None, image_size=224):
     Example:
 
     ```python
-    from keras_sovit.scaling.plan import PAPER_STAR_CENTER
-    from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+    from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER
+    from keras_sovit.scaling.paper.plan import PAPER_STAR_GRIDS
     plan = keras_sovit.scaling.star_sweep_plan(
         PAPER_STAR_CENTER, PAPER_STAR_GRIDS, [64e6, 128e6, 256e6],
         budget_unit="examples",

@@ -35,11 +35,7 @@ def steps_for_budget(budget_gflops, gflops_per_example, batch_size):
     keras_sovit.training.steps_for_budget(1000.0, 0.5, 10)  # 200
     ```
     """
-    check_positive_number("budget_gflops", budget_gflops)
-    check_positive_number("gflops_per_example", gflops_per_example)
-    check_positive_int("batch_size", batch_size)
-    ratio = budget_gflops / (gflops_per_example * batch_size)
-    steps = math.floor(ratio * (1.0 + _FLOOR_SLACK))
+    steps = whole_steps(budget_gflops, gflops_per_example, batch_size)
     if steps < 1:
         raise ValueError(
             f"`budget_gflops`={budget_gflops} buys less than one step of "
@@ -47,6 +43,16 @@ def steps_for_budget(budget_gflops, gflops_per_example, batch_size):
             f"({gflops_per_example * batch_size} GFLOPs per step)."
         )
     return steps
+
+
+def whole_steps(budget_gflops, gflops_per_example, batch_size):
+    """The whole steps a budget buys, possibly 0 (`steps_for_budget`'s
+    rule without its error: the one place the floor is taken)."""
+    check_positive_number("budget_gflops", budget_gflops)
+    check_positive_number("gflops_per_example", gflops_per_example)
+    check_positive_int("batch_size", batch_size)
+    ratio = budget_gflops / (gflops_per_example * batch_size)
+    return math.floor(ratio * (1.0 + _FLOOR_SLACK))
 
 
 @keras.saving.register_keras_serializable(package="keras_sovit")

@@ -15,17 +15,17 @@ import math
 
 import keras_tuner
 
+from keras_sovit._json import jsonable
 from keras_sovit._validation import check_bool
 from keras_sovit._validation import check_choice
-from keras_sovit._validation import check_dim_dict
 from keras_sovit._validation import check_grids
 from keras_sovit._validation import check_non_negative_int
 from keras_sovit._validation import check_number
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit._validation import image_hw
-from keras_sovit.scaling import plan as plan_lib
-from keras_sovit.scaling.isoflop import IsoFlopSettings
+from keras_sovit.scaling.isoflop.search import IsoFlopSettings
+from keras_sovit.scaling.paper import plan as plan_lib
 from keras_sovit.scaling.results import CHECKPOINT_SEPARATOR
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import Rounding
@@ -278,7 +278,7 @@ class SearchConfig:
 
     def to_dict(self):
         """Every field, JSON-safe."""
-        return {f.name: _plain(getattr(self, f.name))
+        return {f.name: jsonable(getattr(self, f.name))
                 for f in dataclasses.fields(self)}
 
     def check_resume(self, saved):
@@ -407,9 +407,7 @@ def _sweeps(defaults, star_grids=None, star_budgets=None, grid=None,
             for b in (star_budgets or defaults["star_budgets"])
         ))
     else:
-        out["exponents"] = check_dim_dict(
-            "exponents", exponents, check_positive_number, SCALED_DIMS
-        )
+        out["exponents"] = plan_lib.check_exponents("exponents", exponents)
     if base_shape is None:
         out["grid"] = check_grids("grid", grid or defaults["grid"],
                                   SCALED_DIMS)
@@ -465,14 +463,3 @@ def _check_star_sweep(star_center, star_grids, star_budgets):
             "`star_budgets` needs at least 2 distinct budgets. "
             f"Received: star_budgets={list(star_budgets)}"
         )
-
-
-def _plain(value):
-    """JSON-safe: shapes and rounding as dicts, tuples as lists."""
-    if isinstance(value, (ShapeSpec, Rounding, IsoFlopSettings)):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -7,7 +7,7 @@
 import math
 
 from keras_sovit._validation import image_hw
-from keras_sovit.scaling import plan as plan_lib
+from keras_sovit.scaling.paper import plan as plan_lib
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_rounding
@@ -19,7 +19,6 @@ _PAPER_TOKENS = 256
 _STAR_BUDGET_FRACTIONS = (1 / 256, 1 / 128, 1 / 64)
 _GRID_BUDGET_FRACTION = 1 / 1000
 # The paper's grid optimum x0 was trained for 9.3e9 GFLOPs (SPEC §3.3).
-_PAPER_GRID_GFLOPS = 9.3e9
 
 
 def default_plan(
@@ -91,7 +90,7 @@ def paper_prior(target_compute, image_size=224):
 
     Returns:
         `((width, depth, mlp_dim), t0, exponents)` as floats, the `prior`
-        of `keras_sovit.scaling.isoflop.IsoFlopSettings`.
+        of `keras_sovit.scaling.isoflop.search.IsoFlopSettings`.
 
     Example:
 
@@ -100,12 +99,11 @@ def paper_prior(target_compute, image_size=224):
     # shape ≈ (605.7, 9.96, 924.6), t0 ≈ 9.09e9, s = (0.0733, 0.15, 0.2)
     ```
     """
+    shape, t0, exponents = plan_lib.PAPER_PRIOR
     scale = _scale(target_compute, image_size)
-    shape = tuple(float(v) * scale for v in plan_lib.PAPER_GRID_OPTIMUM)
-    t0 = _PAPER_GRID_GFLOPS * target_compute / _PAPER_TARGET_GFLOPS
-    exponents = tuple(plan_lib.PAPER_EXPONENTS[d] / len(SCALED_DIMS)
-                      for d in SCALED_DIMS)
-    return shape, float(t0), exponents
+    shape = tuple(float(v) * scale for v in shape)
+    t0 = t0 * target_compute / _PAPER_TARGET_GFLOPS
+    return shape, float(t0), tuple(exponents)
 
 
 def _scale(target_compute, image_size):

@@ -14,14 +14,15 @@ from keras_sovit.shapes import POSEMB_TYPES
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.tuner.protocol import BUDGET_FRACTIONS_HP
 from keras_sovit.tuner.protocol import COMPUTE_METRIC
+from keras_sovit.tuner.protocol import HP_LIMITS
 from keras_sovit.tuner.protocol import MAX_SEED
 from keras_sovit.tuner.protocol import PHASE_HP
 from keras_sovit.tuner.protocol import SEED_HP
 from keras_sovit.tuner.protocol import UNTRAINED_PREFIX
 from keras_sovit.tuner.protocol import PhaseName
+from keras_sovit.tuner.protocol import TrialSpec
 from keras_sovit.tuner.protocol import checkpoint_metric_name
 from keras_sovit.tuner.protocol import format_fractions
-from keras_sovit.tuner.protocol import parse_fractions
 
 # The small preset is meant for small images; the paper's sweeps use 224 px.
 SMALL_IMAGE_MAX = 64
@@ -193,6 +194,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         self.reuse_compiled = check_bool("reuse_compiled", reuse_compiled,
                                          allow_none=False)
         self._compiled = None  # (shape and steps, the model that trained)
+        self._decoded = None  # (hp values, TrialSpec, plan): the last trial
         self.last_timings = {}
         self.distribution = distribution
         self.test_data = test_data
@@ -257,10 +259,10 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             (p for p in range(1, side + 1) if side % p == 0),
             key=lambda p: abs(side / p - 4),
         )
-        hp.Int("width", 1, 1 << 16, default=16)
-        hp.Int("depth", 1, 1 << 12, default=1)
-        hp.Int("mlp_dim", 1, 1 << 18, default=16)
-        hp.Int("num_heads", 1, 1024, default=1)
+        hp.Int("width", 1, HP_LIMITS["width"], default=16)
+        hp.Int("depth", 1, HP_LIMITS["depth"], default=1)
+        hp.Int("mlp_dim", 1, HP_LIMITS["mlp_dim"], default=16)
+        hp.Int("num_heads", 1, HP_LIMITS["num_heads"], default=1)
         hp.Int("patch_size", 1, side, default=patch)
         # Enough for one step of the default shape at every budget, so the
         # up-front build passes the budget check of `build`.
@@ -277,16 +279,25 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         # Declared, so a ShapeOracle gives one trial several budgets.
         hp.Fixed(BUDGET_FRACTIONS_HP, format_fractions(self.checkpoints))
 
+    def trial(self, hp):
+        """The trial's decoded hyperparameters (`protocol.TrialSpec`).
+
+        Decoded once per trial: `build`, `fit` and every accessor below
+        read this one spec (and its one `plan`) while `hp` keeps its values.
+        """
+        self.declare_hyperparameters(hp)
+        key = tuple(sorted(hp.values.items()))
+        if self._decoded is None or self._decoded[0] != key:
+            spec = TrialSpec.from_values(hp.values)
+            fractions = _check_fractions(
+                BUDGET_FRACTIONS_HP, spec.fractions or self.checkpoints
+            )
+            self._decoded = [key, spec, fractions, None]
+        return self._decoded[1]
+
     def shape(self, hp):
         """The trial's `ShapeSpec`."""
-        self.declare_hyperparameters(hp)
-        return ShapeSpec(
-            width=hp.get("width"),
-            depth=hp.get("depth"),
-            mlp_dim=hp.get("mlp_dim"),
-            num_heads=hp.get("num_heads"),
-            patch_size=hp.get("patch_size"),
-        )
+        return self.trial(hp).shape
 
     def gflops_per_example(self, shape):
         """Forward GFLOPs per example of the backbone, as the oracle counts."""
@@ -294,15 +305,8 @@ class SoViTHyperModel(keras_tuner.HyperModel):
 
     def budgets(self, hp):
         """The trial's budgets in GFLOPs, ascending."""
-        self.declare_hyperparameters(hp)
-        fractions = self.checkpoints
-        if BUDGET_FRACTIONS_HP in hp.values:
-            fractions = _check_fractions(
-                BUDGET_FRACTIONS_HP,
-                parse_fractions(hp.values[BUDGET_FRACTIONS_HP]),
-            )
-        budget = float(hp.get(COMPUTE_METRIC))
-        return [budget * f for f in fractions]
+        spec = self.trial(hp)
+        return [spec.compute * f for f in self._decoded[2]]
 
     def feasible_budgets(self, hp):
         """The trial's budgets that buy at least one step, one per step.
@@ -313,20 +317,19 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         `keras_tuner.errors.FailedTrialError` (the trial fails without
         retries) when even the largest budget buys less than one step.
         """
-        per_step = self.batch_size * self.gflops_per_example(self.shape(hp))
+        from keras_sovit.training.callbacks import steps_for_budget
+        from keras_sovit.training.callbacks import whole_steps
+
+        per_example = self.gflops_per_example(self.shape(hp))
+        budgets = self.budgets(hp)
         by_steps = {}
-        for budget in self.budgets(hp):
-            steps = int(budget / per_step * (1 + 1e-9))
+        for budget in budgets:
+            steps = whole_steps(budget, per_example, self.batch_size)
             if steps >= 1:
                 by_steps[steps] = budget
         if not by_steps:
-            from keras_sovit.training import steps_for_budget
-
             try:
-                steps_for_budget(
-                    self.budgets(hp)[-1], per_step / self.batch_size,
-                    self.batch_size,
-                )
+                steps_for_budget(budgets[-1], per_example, self.batch_size)
             except ValueError as error:
                 raise keras_tuner.errors.FailedTrialError(
                     str(error)
@@ -334,22 +337,27 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         return [by_steps[s] for s in sorted(by_steps)]
 
     def plan(self, hp):
-        """The trial's `keras_sovit.training.branch_plan`.
+        """The trial's `keras_sovit.training.branch_plan` (computed once).
 
         Raises `keras_tuner.errors.FailedTrialError` when the largest
         budget buys less than one step.
         """
         from keras_sovit.training import branch_plan
 
-        try:
-            return branch_plan(
-                self.feasible_budgets(hp),
-                self.gflops_per_example(self.shape(hp)),
-                self.batch_size,
-                self.cooldown_fraction,
-            )
-        except ValueError as error:
-            raise keras_tuner.errors.FailedTrialError(str(error)) from error
+        spec = self.trial(hp)
+        if self._decoded[3] is None:
+            try:
+                self._decoded[3] = branch_plan(
+                    self.feasible_budgets(hp),
+                    self.gflops_per_example(spec.shape),
+                    self.batch_size,
+                    self.cooldown_fraction,
+                )
+            except ValueError as error:
+                raise keras_tuner.errors.FailedTrialError(
+                    str(error)
+                ) from error
+        return self._decoded[3]
 
     def total_steps(self, hp):
         """Training steps of the trial's largest budget.
@@ -361,8 +369,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
 
     def seed(self, hp):
         """The trial's replicate seed (hyperparameter `seed`, default 0)."""
-        self.declare_hyperparameters(hp)
-        return int(hp.get(SEED_HP))
+        return self.trial(hp).seed
 
     def build(self, hp):
         from keras_sovit.models import SoViTBackbone
@@ -376,11 +383,12 @@ class SoViTHyperModel(keras_tuner.HyperModel):
             keras.distribution.set_distribution(self.distribution)
         # Before building: a shape too large for its budget fails at once
         # instead of allocating a model that cannot take one step.
+        spec = self.trial(hp)
         steps = self.total_steps(hp)
         begin = time.perf_counter()
-        keras.utils.set_random_seed(self.seed(hp))
+        keras.utils.set_random_seed(spec.seed)
         backbone = SoViTBackbone(
-            self.shape(hp),
+            spec.shape,
             image_shape=self.image_shape,
             pool_type=self.pool_type,
             posemb=self.posemb,
@@ -402,8 +410,8 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         evaluators = list(self._evaluators)
         if validation_data is not None:
             evaluators.append(ValidationEvaluator(validation_data))
-        if (self.test_data is not None
-                and hp.values.get(PHASE_HP) == PhaseName.FINAL):
+        spec = self.trial(hp)
+        if self.test_data is not None and spec.phase == PhaseName.FINAL:
             evaluators.append(ValidationEvaluator(self.test_data,
                                                   prefix="test"))
         if not evaluators:
@@ -412,13 +420,13 @@ class SoViTHyperModel(keras_tuner.HyperModel):
                 "`fewshot_test`), probe sets or `validation_data` to report "
                 "a metric. Received: validation_data=None"
             )
-        data = x(self.seed(hp)) if callable(x) else x
+        data = x(spec.seed) if callable(x) else x
         trainer = self._trainer(hp, model)
         run = BranchedRun(
             trainer,
             data,
-            self.feasible_budgets(hp),
-            self.gflops_per_example(self.shape(hp)),
+            [b["budget_gflops"] for b in self.plan(hp)["branches"]],
+            self.gflops_per_example(spec.shape),
             self.batch_size,
             cooldown_fraction=self.cooldown_fraction,
             evaluators=evaluators,

@@ -1,6 +1,6 @@
 """The IsoFLOP search as a phase of `ShapeOracle`: its default search.
 
-`keras_sovit.scaling.isoflop.IsoFlopSearch` is the model-agnostic search
+`keras_sovit.scaling.isoflop.search.IsoFlopSearch` is the model-agnostic search
 as ask / tell math. `IsoFlop`, the `"isoflop"` phase, runs it on the
 oracle's trials: each `plan` is the search's next round (one central
 composite design at one compute, handed out to any number of workers),
@@ -22,7 +22,7 @@ finished value is told as failed), so it continues with the same search.
 The rebuilt object is cached on the phase between calls.
 """
 
-from keras_sovit.scaling.isoflop import IsoFlopSearch
+from keras_sovit.scaling.isoflop.search import IsoFlopSearch
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.tuner.phases import Phase
 from keras_sovit.tuner.phases import register_phase

@@ -32,9 +32,9 @@ from typing import Callable
 
 import numpy as np
 
-from keras_sovit.scaling import law as law_lib
 from keras_sovit.scaling import noise
-from keras_sovit.scaling import plan as plan_lib
+from keras_sovit.scaling.paper import plan as plan_lib
+from keras_sovit.scaling.paper import star_sweep as star_lib
 from keras_sovit.scaling.results import COMPUTE_METRIC
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import SHAPE_FIELDS
@@ -180,7 +180,7 @@ class StarSweep(Phase):
         config, state = context.config, context.state
         results = context.results(self.name)
         _check_enough_star_points(results, config, state.excluded_trials_)
-        fit = law_lib.fit_star_sweep(
+        fit = star_lib.fit_star_sweep(
             results, config.star_center, dims=config.dims,
             n_bootstrap=config.n_bootstrap, random_state=context.seed,
             metric_name=config.objective,
@@ -473,7 +473,7 @@ def _signal(context, c_floor):
     budgets = [dict(summary, compute_gflops=key[-1])
                for key, summary in budgets]
     untrained = _untrained(context)
-    fit = None if state.star_fit_ is None else law_lib.StarSweepFit.from_dict(
+    fit = None if state.star_fit_ is None else star_lib.StarSweepFit.from_dict(
         state.star_fit_)
     c_interval = None if fit is None else fit.c_interval
     checks = {
@@ -519,7 +519,7 @@ def _observations(context):
     )
     star_fit = None
     if state.star_fit_ is not None:
-        star_fit = law_lib.StarSweepFit.from_dict(state.star_fit_)
+        star_fit = star_lib.StarSweepFit.from_dict(state.star_fit_)
     return proposals.Observations(
         star=context.results(PhaseName.STAR.value),
         sweeps=context.results(PhaseName.STAR.value, PhaseName.GRID.value),

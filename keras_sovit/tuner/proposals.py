@@ -26,9 +26,9 @@ import warnings
 
 import numpy as np
 
-from keras_sovit.scaling import joint as joint_lib
-from keras_sovit.scaling import law as law_lib
-from keras_sovit.scaling import plan as plan_lib
+from keras_sovit.scaling.paper import joint as joint_lib
+from keras_sovit.scaling.paper import plan as plan_lib
+from keras_sovit.scaling.paper import star_sweep as star_lib
 from keras_sovit.scaling.results import largest_compute_runs
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import SHAPE_FIELDS
@@ -227,7 +227,7 @@ def holdout_errors(observations):
     the star and grid sweeps.
     """
     obs = observations
-    fit = law_lib.fit_star_sweep(
+    fit = star_lib.fit_star_sweep(
         obs.star, obs.star_center, dims=obs.dims, n_bootstrap=0,
         holdout="largest", random_state=obs.seed,
         metric_name=obs.metric_name,

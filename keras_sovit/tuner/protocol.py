@@ -12,6 +12,7 @@ for standard errors and `"charged_gflops"` for the compute it trained in
 all. All values are plain Python types.
 """
 
+import dataclasses
 import enum
 
 import keras_tuner
@@ -20,6 +21,7 @@ from keras_sovit.scaling.results import COMPUTE_METRIC
 from keras_sovit.scaling.results import checkpoint_metric_name  # noqa: F401
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import SHAPE_FIELDS
+from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import round_to_multiple
 
 PHASE_HP = "phase"
@@ -41,8 +43,14 @@ MAX_SEED = 2**31 - 1
 FINAL_TRIALS = ("proposal", "control", "standard", "x0")
 # Budgets of each grid trial's one run when budgets are branched.
 GRID_FRACTIONS = (0.25, 0.5, 1.0)
-# Upper ends of the declared Int grids of the shape dimensions.
-_DIM_LIMITS = {"width": 1 << 16, "depth": 1 << 12, "mlp_dim": 1 << 18}
+# Upper ends of the declared Int hyperparameters: the one table that the
+# oracle's space and the hypermodel's declaration both use.
+HP_LIMITS = {
+    "width": 1 << 16,
+    "depth": 1 << 12,
+    "mlp_dim": 1 << 18,
+    "num_heads": 1024,
+}
 
 
 class PhaseName(enum.StrEnum):
@@ -128,6 +136,48 @@ def trial_values(phase, shape, compute, seed=None, fractions=None):
     return values
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """A trial's hyperparameters, decoded once: the inverse of
+    `trial_values` (`TrialSpec.from_values(trial_values(...)).values()`
+    gives the same values back).
+
+    Attributes:
+        phase: str. The phase that planned the trial.
+        shape: `ShapeSpec`.
+        compute: float. `compute_gflops`, the largest budget.
+        seed: int. The replicate seed.
+        fractions: tuple of floats or `None`. The budgets of the one run as
+            fractions of `compute`; `None` when the trial does not say
+            (the hypermodel's own ladder applies).
+    """
+
+    phase: str
+    shape: ShapeSpec
+    compute: float
+    seed: int = 0
+    fractions: tuple | None = None
+
+    @classmethod
+    def from_values(cls, values):
+        """Decodes a trial's hyperparameter values (`hp.values`)."""
+        fractions = values.get(BUDGET_FRACTIONS_HP)
+        return cls(
+            phase=str(values.get(PHASE_HP)),
+            shape=ShapeSpec(**{f: int(values[f]) for f in SHAPE_FIELDS}),
+            compute=float(values[COMPUTE_METRIC]),
+            seed=int(values.get(SEED_HP) or 0),
+            fractions=None if fractions is None else tuple(
+                parse_fractions(fractions)
+            ),
+        )
+
+    def values(self):
+        """The hyperparameter values, as `trial_values` writes them."""
+        return trial_values(self.phase, self.shape, self.compute, self.seed,
+                            self.fractions)  # fmt: skip
+
+
 def format_fractions(fractions):
     """`"0.25,0.5,1"`: sorted budget fractions as a plain string."""
     return ",".join(f"{float(f):.12g}" for f in sorted(fractions))
@@ -165,9 +215,10 @@ def declare_hyperparameters(config):
                   key=lambda s: s.gflops(config.image_size))
     for dim in SCALED_DIMS:
         step = config.grid_steps[dim]
-        hp.Int(dim, step, round_to_multiple(_DIM_LIMITS[dim], step),
+        hp.Int(dim, step, round_to_multiple(HP_LIMITS[dim], step),
                step=step, default=int(getattr(default, dim)))
-    hp.Int("num_heads", 1, 1024, default=default.num_heads)
+    hp.Int("num_heads", 1, HP_LIMITS["num_heads"],
+           default=default.num_heads)
     patch = config.template.patch_size
     hp.Choice("patch_size", [patch], default=patch)
     budgets = config.sweep_budgets + [config.target_compute]

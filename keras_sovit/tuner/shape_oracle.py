@@ -5,7 +5,7 @@ import logging
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
-from keras_sovit.scaling import law as law_lib
+from keras_sovit.scaling.paper import star_sweep as star_lib
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.tuner import phases as phases_lib
 from keras_sovit.tuner import report as report_lib
@@ -73,7 +73,7 @@ class ShapeOracle(keras_tuner.Oracle):
             shapes; defaults to multiples of 16.
         template: `ShapeSpec`, dict, or `None`. The IsoFLOP search's shapes
             keep its heads and patch size; defaults to `default_plan`'s.
-        isoflop: `keras_sovit.scaling.isoflop.IsoFlopSettings`, dict, or
+        isoflop: `keras_sovit.scaling.isoflop.search.IsoFlopSettings`, dict, or
             `None` (its defaults). Settings of the IsoFLOP search.
         final_trials: tuple of `"proposal"` and/or `"control"` (a standard
             ViT, MLP = 4 × width, of equal compute).
@@ -184,7 +184,7 @@ class ShapeOracle(keras_tuner.Oracle):
     def star_fit_(self):
         """The star sweep's `keras_sovit.scaling.StarSweepFit`, or `None`."""
         fit = self._state.star_fit_
-        return None if fit is None else law_lib.StarSweepFit.from_dict(fit)
+        return None if fit is None else star_lib.StarSweepFit.from_dict(fit)
 
     @property
     def exponents_(self):

@@ -9,7 +9,7 @@ name. Everything here is plain JSON-safe data.
 
 import dataclasses
 
-import numpy as np
+from keras_sovit._json import jsonable
 
 
 @dataclasses.dataclass
@@ -76,14 +76,5 @@ class SearchState:
         return cls(**state)
 
 
-def plain(value):
-    """Casts numpy scalars, arrays and tuples to JSON-safe Python values."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+# The tuner's name for the one converter (`keras_sovit._json.jsonable`).
+plain = jsonable

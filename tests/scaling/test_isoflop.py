@@ -4,20 +4,20 @@ import re
 import numpy as np
 import pytest
 
-from keras_sovit.scaling import isoflop
-from keras_sovit.scaling import path
-from keras_sovit.scaling import surfaces
-from keras_sovit.scaling.isoflop import IsoFlopSearch
-from keras_sovit.scaling.isoflop import IsoFlopSettings
-from keras_sovit.scaling.isoflop import Trainability
-from keras_sovit.scaling.path import fit_path
-from keras_sovit.scaling.surfaces import ccd_design
-from keras_sovit.scaling.surfaces import fit_surface
-from keras_sovit.scaling.surfaces import minimise_quadratic
-from keras_sovit.scaling.surfaces import whitened_spread
-from keras_sovit.scaling.truths import SATURATING_LAW
-from keras_sovit.scaling.truths import Observer
-from keras_sovit.scaling.truths import regret
+from keras_sovit.scaling.isoflop import path
+from keras_sovit.scaling.isoflop import search as isoflop
+from keras_sovit.scaling.isoflop import surfaces
+from keras_sovit.scaling.isoflop.path import fit_path
+from keras_sovit.scaling.isoflop.search import IsoFlopSearch
+from keras_sovit.scaling.isoflop.search import IsoFlopSettings
+from keras_sovit.scaling.isoflop.search import Trainability
+from keras_sovit.scaling.isoflop.surfaces import ccd_design
+from keras_sovit.scaling.isoflop.surfaces import fit_surface
+from keras_sovit.scaling.isoflop.surfaces import minimise_quadratic
+from keras_sovit.scaling.isoflop.surfaces import whitened_spread
+from keras_sovit.scaling.truths.suite import SATURATING_LAW
+from keras_sovit.scaling.truths.suite import Observer
+from keras_sovit.scaling.truths.suite import regret
 from keras_sovit.shapes import ShapeSpec
 
 TEMPLATE = ShapeSpec(608, 10, 928, 16, 14)

@@ -1,20 +1,19 @@
 import json
-import warnings
 
 import numpy as np
 import pytest
 
-from keras_sovit.scaling.law import ShapeLaw
-from keras_sovit.scaling.law import StarSweepFit
-from keras_sovit.scaling.law import fit_star_sweep
-from keras_sovit.scaling.plan import PAPER_STAR_CENTER
-from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.paper.law import ShapeLaw
+from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.paper.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.paper.star_sweep import StarSweepFit
+from keras_sovit.scaling.paper.star_sweep import fit_star_sweep
 from keras_sovit.scaling.results import SweepResults
-from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
-from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import eq2_loss
-from keras_sovit.scaling.simulate import simulate
-from keras_sovit.scaling.simulate import simulate_star
+from keras_sovit.scaling.truths.laws import EQ2_STAR_TRUTH
+from keras_sovit.scaling.truths.laws import PAPER_LIKE_LAW
+from keras_sovit.scaling.truths.laws import eq2_loss
+from keras_sovit.scaling.truths.laws import simulate
+from keras_sovit.scaling.truths.laws import simulate_star
 
 CENTER = PAPER_STAR_CENTER
 DIMS = ("width", "depth", "mlp_dim")

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from keras_sovit.scaling import law as law_lib
 from keras_sovit.scaling.noise import clearly_lower
 from keras_sovit.scaling.noise import compare
 from keras_sovit.scaling.noise import local_optimality
 from keras_sovit.scaling.noise import replicate_summaries
 from keras_sovit.scaling.noise import summarize
-from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
-from keras_sovit.scaling.simulate import simulate_star
+from keras_sovit.scaling.paper import star_sweep as star_lib
+from keras_sovit.scaling.truths.laws import EQ2_STAR_TRUTH
+from keras_sovit.scaling.truths.laws import simulate_star
 from keras_sovit.shapes import ShapeSpec
 
 
@@ -71,9 +71,9 @@ def test_variance_weights_discount_points_known_to_be_noisy():
     center = ShapeSpec(1968, 40, 6144, 16, 14)
     truth = EQ2_STAR_TRUTH["width"]
     s_true = truth["c"] / (truth["a"] + truth["b"])
-    weighted = law_lib.fit_star_sweep(rows, center, dims=("width",),
+    weighted = star_lib.fit_star_sweep(rows, center, dims=("width",),
                                       n_bootstrap=0, robust=False)
-    plain = law_lib.fit_star_sweep(
+    plain = star_lib.fit_star_sweep(
         [dict(r, metric_se=None) for r in rows], center, dims=("width",),
         n_bootstrap=0, robust=False,
     )
@@ -87,7 +87,7 @@ def test_bootstrap_resamples_whole_trials():
     data = (x, x, x, np.ones(5, dtype=bool), np.ones(5), trials)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        index = law_lib._resample_trials(data, rng)
+        index = star_lib._resample_trials(data, rng)
         drawn = trials[index]
         for name in ("a", "b"):
             # A trial comes with both of its runs or not at all.

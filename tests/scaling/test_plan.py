@@ -3,17 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from keras_sovit.scaling.plan import PAPER_EXPONENTS
-from keras_sovit.scaling.plan import PAPER_GRID_OPTIMUM
-from keras_sovit.scaling.plan import PAPER_GRID_SWEEP
-from keras_sovit.scaling.plan import PAPER_STAR_CENTER
-from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
-from keras_sovit.scaling.plan import GridBoundaryError
-from keras_sovit.scaling.plan import Rounding
-from keras_sovit.scaling.plan import grid_sweep_plan
-from keras_sovit.scaling.plan import scale_shape
-from keras_sovit.scaling.plan import select_grid_optimum
-from keras_sovit.scaling.plan import star_sweep_plan
+from keras_sovit.scaling.paper.plan import PAPER_EXPONENTS
+from keras_sovit.scaling.paper.plan import PAPER_GRID_OPTIMUM
+from keras_sovit.scaling.paper.plan import PAPER_GRID_SWEEP
+from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.paper.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.paper.plan import GridBoundaryError
+from keras_sovit.scaling.paper.plan import Rounding
+from keras_sovit.scaling.paper.plan import grid_sweep_plan
+from keras_sovit.scaling.paper.plan import scale_shape
+from keras_sovit.scaling.paper.plan import select_grid_optimum
+from keras_sovit.scaling.paper.plan import star_sweep_plan
 from keras_sovit.shapes import ShapeSpec
 
 
@@ -326,3 +326,21 @@ def test_rounding_needs_heads():
         Rounding().snap(100.0, 2.0, 100.0)
     with pytest.raises(ValueError, match="width"):
         Rounding(num_heads=2).snap(-100.0, 2.0, 100.0)
+
+
+@pytest.mark.parametrize("value", [-0.2, 0.0, float("inf"), float("nan")])
+def test_scale_shape_and_the_oracle_share_one_exponent_rule(value):
+    # s = c / (a + b) with positive parameters: a scaling exponent is
+    # positive and finite, for the planner as for the oracle's settings.
+    import keras_sovit
+    from keras_sovit.tuner.config import SearchConfig
+
+    exponents = {"width": 0.22, "depth": value, "mlp_dim": 0.6}
+    shape = keras_sovit.ShapeSpec(64, 4, 256, 4, patch_size=4)
+    with pytest.raises(ValueError, match="exponents"):
+        keras_sovit.scaling.scale_shape(shape, 1e9, 1e10, exponents)
+    with pytest.raises(ValueError, match="exponents"):
+        SearchConfig.create(
+            objective="val_loss", target_compute=1e10, image_size=32,
+            exponents=exponents, base_shape=shape, base_compute=1e9,
+        )

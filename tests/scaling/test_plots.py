@@ -3,14 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from keras_sovit.scaling.law import fit_star_sweep
-from keras_sovit.scaling.plan import PAPER_STAR_CENTER
-from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
-from keras_sovit.scaling.plan import star_sweep_plan
+from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.paper.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.paper.plan import star_sweep_plan
+from keras_sovit.scaling.paper.star_sweep import fit_star_sweep
 from keras_sovit.scaling.plots import plot_scaling
 from keras_sovit.scaling.plots import plot_star_sweep
-from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import simulate
+from keras_sovit.scaling.truths.laws import PAPER_LIKE_LAW
+from keras_sovit.scaling.truths.laws import simulate
 from keras_sovit.shapes import ShapeSpec
 
 EXAMPLES = (64e6, 128e6, 256e6)

@@ -1,15 +1,15 @@
 import numpy as np
 import pytest
 
-from keras_sovit.scaling.plan import PAPER_STAR_CENTER
-from keras_sovit.scaling.simulate import EQ2_STAR_TRUTH
-from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import DataLimitedLaw
-from keras_sovit.scaling.simulate import DecomposableLaw
-from keras_sovit.scaling.simulate import eq2_loss
-from keras_sovit.scaling.simulate import gflops_array
-from keras_sovit.scaling.simulate import simulate
-from keras_sovit.scaling.simulate import simulate_star
+from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.truths.laws import EQ2_STAR_TRUTH
+from keras_sovit.scaling.truths.laws import PAPER_LIKE_LAW
+from keras_sovit.scaling.truths.laws import DataLimitedLaw
+from keras_sovit.scaling.truths.laws import DecomposableLaw
+from keras_sovit.scaling.truths.laws import eq2_loss
+from keras_sovit.scaling.truths.laws import gflops_array
+from keras_sovit.scaling.truths.laws import simulate
+from keras_sovit.scaling.truths.laws import simulate_star
 from keras_sovit.shapes import ShapeSpec
 
 CENTER = PAPER_STAR_CENTER

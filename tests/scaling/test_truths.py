@@ -4,12 +4,12 @@ import re
 import numpy as np
 import pytest
 
-from keras_sovit.scaling import truths
-from keras_sovit.scaling.truths import GRID_ANCHOR
-from keras_sovit.scaling.truths import SOVIT_ANCHOR
-from keras_sovit.scaling.truths import SUITE
-from keras_sovit.scaling.truths import Observer
-from keras_sovit.scaling.truths import regret
+from keras_sovit.scaling.truths import suite as truths
+from keras_sovit.scaling.truths.suite import GRID_ANCHOR
+from keras_sovit.scaling.truths.suite import SOVIT_ANCHOR
+from keras_sovit.scaling.truths.suite import SUITE
+from keras_sovit.scaling.truths.suite import Observer
+from keras_sovit.scaling.truths.suite import regret
 from keras_sovit.shapes import ShapeSpec
 
 TEMPLATE = GRID_ANCHOR[0]

@@ -323,3 +323,39 @@ def test_build_refuses_a_budget_below_one_step_before_building():
     hp = keras_tuner.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
     assert hypermodel.total_steps(hp) >= 1
+
+
+def test_a_trial_is_decoded_once_and_planned_once(monkeypatch):
+    from keras_sovit.tuner import protocol
+
+    calls = {"decode": 0}
+    decode = protocol.TrialSpec.from_values.__func__
+
+    def counting_decode(cls, values):
+        calls["decode"] += 1
+        return decode(cls, values)
+
+    monkeypatch.setattr(protocol.TrialSpec, "from_values",
+                        classmethod(counting_decode))  # fmt: skip
+    hypermodel = make_hypermodel()
+    hp = trial_hp(SHAPE, SHAPE.gflops(16) * BATCH * 8)
+    plans = []
+    original_plan = hypermodel.plan
+
+    def recording_plan(hp):
+        plans.append(original_plan(hp))
+        return plans[-1]
+
+    hypermodel.plan = recording_plan
+    _, metrics = fit_trial(hypermodel, hp, verbose=0)
+    assert calls["decode"] == 1
+    # Every use of the plan (build's step count, fit's budgets, the
+    # trainer's key) got the same object: one branch_plan per trial.
+    assert len(plans) >= 3 and all(p is plans[0] for p in plans)
+    assert metrics["compute_gflops"] == pytest.approx(
+        SHAPE.gflops(16) * BATCH * 8
+    )
+    # The decoded spec is the inverse of the oracle's trial_values.
+    spec = hypermodel.trial(hp)
+    again = protocol.TrialSpec.from_values(spec.values())
+    assert again == spec and spec.shape == SHAPE and spec.phase == "grid"

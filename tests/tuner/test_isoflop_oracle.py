@@ -9,7 +9,7 @@ import pytest
 from keras_tuner.engine.trial import TrialStatus
 
 import keras_sovit
-from keras_sovit.scaling import truths
+from keras_sovit.scaling.truths import suite as truths
 from keras_sovit.tuner import ISOFLOP_PHASES
 from keras_sovit.tuner import PAPER_PHASES
 from keras_sovit.tuner import ShapeOracle
@@ -23,7 +23,7 @@ METRIC = "val_loss"
 TARGET = 8.8e12
 TEMPLATE = keras_sovit.ShapeSpec(1152, 27, 4304, 16, patch_size=14)
 # Off-menu: an error saturating at chance over a product capacity, no power
-# law anywhere (`keras_sovit.scaling.truths`).
+# law anywhere (`keras_sovit.scaling.truths.suite`).
 LAW = truths.SATURATING_LAW
 NOISE = 0.01
 

@@ -15,8 +15,8 @@ from keras_sovit._validation import image_hw
 from keras_sovit.scaling import formulas
 from keras_sovit.scaling.formulas import eq2_loss  # noqa: F401 (public)
 from keras_sovit.scaling.optimum import best_shape
-from keras_sovit.scaling.plan import PAPER_STAR_CENTER
-from keras_sovit.scaling.plan import PAPER_STAR_GRIDS
+from keras_sovit.scaling.paper.plan import PAPER_STAR_CENTER
+from keras_sovit.scaling.paper.plan import PAPER_STAR_GRIDS
 from keras_sovit.scaling.results import DEFAULT_METRIC
 from keras_sovit.scaling.results import SweepResults
 from keras_sovit.shapes import SCALED_DIMS

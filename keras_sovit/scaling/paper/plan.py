@@ -12,7 +12,6 @@ import numpy as np
 
 from keras_sovit._validation import check_dim_dict
 from keras_sovit._validation import check_grids
-from keras_sovit._validation import check_number
 from keras_sovit._validation import check_positive_number
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import Rounding  # noqa: F401 (public here too)
@@ -39,9 +38,20 @@ PAPER_GRID_SWEEP = {
 
 # §3: x^(0) found by the grid sweep for ImageNet few-shot.
 PAPER_GRID_OPTIMUM = (608, 10, 928)
+# Its compute, GFLOPs (the grid sweep's budget).
+PAPER_GRID_GFLOPS = 9.3e9
 
 # Table/Fig. 5: exponents s_k for INet 10-shot error.
 PAPER_EXPONENTS = {"width": 0.22, "depth": 0.45, "mlp_dim": 0.6}
+
+# The paper's procedure as the IsoFLOP search's prior: its grid optimum,
+# that optimum's compute and the path exponents s_k / 3 of its published
+# rule (`keras_sovit.tuner.defaults.paper_prior` moves it to a target).
+PAPER_PRIOR = (
+    PAPER_GRID_OPTIMUM,
+    PAPER_GRID_GFLOPS,
+    tuple(PAPER_EXPONENTS[d] / len(SCALED_DIMS) for d in SCALED_DIMS),
+)
 
 
 def _check_grids(grids, name="grids"):
@@ -117,7 +127,7 @@ def star_sweep_plan(
     Example:
 
     ```python
-    from keras_sovit.scaling.plan import PAPER_STAR_CENTER, PAPER_STAR_GRIDS
+    from keras_sovit.scaling import PAPER_STAR_CENTER, PAPER_STAR_GRIDS
     plan = keras_sovit.scaling.star_sweep_plan(
         PAPER_STAR_CENTER, PAPER_STAR_GRIDS, budgets=[64e6, 128e6, 256e6],
         budget_unit="examples",
@@ -179,7 +189,7 @@ def grid_sweep_plan(
     Example:
 
     ```python
-    from keras_sovit.scaling.plan import PAPER_GRID_SWEEP
+    from keras_sovit.scaling.paper.plan import PAPER_GRID_SWEEP
     template = keras_sovit.ShapeSpec(608, 10, 928, 16, 14)
     plan = keras_sovit.scaling.grid_sweep_plan(
         PAPER_GRID_SWEEP, 600e6, template, budget_unit="examples"
@@ -389,9 +399,14 @@ def _check_interior(x0, t0, shapes):
         )
 
 
+def check_exponents(name, exponents):
+    """Scaling exponents `{dim: s_k}`: the one rule, positive and finite
+    (s = c / (a + b) of Eq. 4 with every parameter positive)."""
+    return check_dim_dict(name, exponents, check_positive_number, SCALED_DIMS)
+
+
 def _check_exponents(exponents, weights):
-    exponents = check_dim_dict("exponents", exponents, check_number,
-                               SCALED_DIMS)
+    exponents = check_exponents("exponents", exponents)
     if weights is None:
         return {dim: 1.0 / len(exponents) for dim in exponents}
     if not isinstance(weights, dict) or set(weights) != set(exponents):
@@ -439,7 +454,7 @@ def scale_shape(
     if the loss really is the decomposable Eq. (3) with t independent of
     the shape, Eq. (4) holds in every dimension at once, so the exact
     compute-optimal path is x_k ∝ t^(s_k), and the τ^(s_k/D) rule
-    under-scales. `keras_sovit.scaling.joint.optimal_shape` fits a joint
+    under-scales. `keras_sovit.scaling.paper.joint.optimal_shape` fits a joint
     law instead and searches the exact optimum.
 
     Args:
@@ -458,7 +473,7 @@ def scale_shape(
     Example:
 
     ```python
-    from keras_sovit.scaling.plan import PAPER_EXPONENTS
+    from keras_sovit.scaling.paper.plan import PAPER_EXPONENTS
     base = keras_sovit.ShapeSpec.from_variant("So400m/14")
     big = keras_sovit.scaling.scale_shape(base, 1.0, 10.0, PAPER_EXPONENTS)
     big.num_params() / base.num_params()  # about 2.4

@@ -31,7 +31,7 @@ def fit_path(v, optima, covariances, robust=True, slope_prior=None):
 
     ```python
     import numpy as np
-    from keras_sovit.scaling.path import fit_path
+    from keras_sovit.scaling.isoflop.path import fit_path
     v = np.log([1 / 64, 1 / 16, 1 / 4])
     optima = np.outer(v, [0.2, 0.3, 0.5]) + [7.0, 3.3, 8.4]
     a, s, _ = fit_path(v, optima, np.tile(np.eye(3) * 1e-3, (3, 1, 1)))

@@ -12,17 +12,19 @@ import numbers
 
 import numpy as np
 
+from keras_sovit._json import jsonable
 from keras_sovit._validation import check_bounds
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit._validation import check_range_pair
 from keras_sovit._validation import image_hw
-from keras_sovit.scaling.path import fit_path
-from keras_sovit.scaling.surfaces import ccd_design
-from keras_sovit.scaling.surfaces import fit_surface
-from keras_sovit.scaling.surfaces import minimise_quadratic
-from keras_sovit.scaling.surfaces import positive_definite
-from keras_sovit.scaling.surfaces import whitened_spread
+from keras_sovit.scaling.isoflop.path import fit_path
+from keras_sovit.scaling.isoflop.surfaces import ccd_design
+from keras_sovit.scaling.isoflop.surfaces import fit_surface
+from keras_sovit.scaling.isoflop.surfaces import minimise_quadratic
+from keras_sovit.scaling.isoflop.surfaces import positive_definite
+from keras_sovit.scaling.isoflop.surfaces import whitened_spread
+from keras_sovit.scaling.paper.plan import PAPER_PRIOR
 from keras_sovit.shapes import SCALED_DIMS as DIMS
 from keras_sovit.shapes import Rounding
 from keras_sovit.shapes import ShapeSpec
@@ -103,9 +105,8 @@ class Trainability:
 # The search: phases with a plan / done / finish contract, driven by
 # ask / tell.
 
-# The paper's published procedure (§3, App. B.3, Fig. 5): only a prior here,
-# used to centre the first isoFLOP design.
-PAPER_PRIOR = ((608, 10, 928), 9.3e9, (0.22 / 3, 0.45 / 3, 0.6 / 3))
+# The paper's published procedure (§3, App. B.3, Fig. 5) is only a prior
+# here (`PAPER_PRIOR`), used to centre the first isoFLOP design.
 
 
 class Trial:
@@ -354,7 +355,7 @@ class IsoFlopSettings:
     Example:
 
     ```python
-    from keras_sovit.scaling.isoflop import IsoFlopSettings
+    from keras_sovit.scaling.isoflop.search import IsoFlopSettings
     settings = IsoFlopSettings(max_search_compute=1.0)
     settings.to_dict()["fractions"]  # [0.000244..., ..., 0.015625]
     ```
@@ -400,7 +401,7 @@ class IsoFlopSettings:
 
     def to_dict(self):
         """Every field, JSON-safe (tuples as lists)."""
-        return {f.name: _listed(getattr(self, f.name))
+        return {f.name: jsonable(getattr(self, f.name))
                 for f in dataclasses.fields(self)}
 
     @property
@@ -506,8 +507,8 @@ class IsoFlopSearch:
     Example:
 
     ```python
-    from keras_sovit.scaling.isoflop import IsoFlopSearch
-    from keras_sovit.scaling.truths import Observer, SATURATING_LAW
+    from keras_sovit.scaling.isoflop.search import IsoFlopSearch
+    from keras_sovit.scaling.truths.suite import Observer, SATURATING_LAW
     search = IsoFlopSearch(8.8e12, keras_sovit.ShapeSpec(
         608, 10, 928, 16, 14), n_bootstrap=20)
     observe = Observer(SATURATING_LAW, noise=0.01, seed=0)
@@ -1008,15 +1009,6 @@ def _rounds(values):
 def _check_bounds(bounds):
     box = check_bounds("bounds", bounds, _BOUNDS)
     return {d: box[d] for d in bounds}
-
-
-def _listed(value):
-    """JSON-safe: tuples as lists, recursively."""
-    if isinstance(value, dict):
-        return {k: _listed(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_listed(v) for v in value]
-    return value
 
 
 def _fractions(name, values, minimum=0):

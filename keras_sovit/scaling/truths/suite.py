@@ -13,7 +13,7 @@ compute-optimal shape passes near x⁽⁰⁾ = 608/10/928 at 9.3e9 GFLOPs and ne
 SoViT-400m = 1152/27/4304 at 8.8e12 GFLOPs (224 px, patch 14, 16 heads),
 and so that shapes far from optimal are clearly worse (ViT-B/14 trained at
 8.8e12 GFLOPs has a regret of several percent). `SUITE` lists them with the
-two in-menu truths of `keras_sovit.scaling.simulate`. `Observer` draws noisy
+two in-menu truths of `keras_sovit.scaling.truths.laws`. `Observer` draws noisy
 observations, with an optional un-cooled penalty for mid-run checkpoints.
 
 All families subclass `simulate._Law`, so `loss`, `losses` and
@@ -23,9 +23,9 @@ All families subclass `simulate._Law`, so `loss`, `losses` and
 import numpy as np
 
 from keras_sovit._validation import check_positive_number
-from keras_sovit.scaling.simulate import PAPER_LIKE_LAW
-from keras_sovit.scaling.simulate import DataLimitedLaw
-from keras_sovit.scaling.simulate import _Law
+from keras_sovit.scaling.truths.laws import PAPER_LIKE_LAW
+from keras_sovit.scaling.truths.laws import DataLimitedLaw
+from keras_sovit.scaling.truths.laws import _Law
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.shapes import check_shape_spec
 from keras_sovit.shapes import forward_gflops
@@ -110,7 +110,7 @@ class AspectRatioLaw(_Truth):
     Example:
 
     ```python
-    from keras_sovit.scaling.truths import ASPECT_RATIO_LAW, SOVIT_ANCHOR
+    from keras_sovit.scaling.truths.suite import ASPECT_RATIO_LAW, SOVIT_ANCHOR
     shape, t = SOVIT_ANCHOR
     ASPECT_RATIO_LAW.loss(shape, t)
     ASPECT_RATIO_LAW.true_optimum(t, shape)  # near 1152/27/4304
@@ -157,7 +157,7 @@ class MLPRatioLaw(_Truth):
     Example:
 
     ```python
-    from keras_sovit.scaling.truths import MLP_RATIO_LAW, GRID_ANCHOR
+    from keras_sovit.scaling.truths.suite import MLP_RATIO_LAW, GRID_ANCHOR
     shape, t = GRID_ANCHOR
     MLP_RATIO_LAW.true_optimum(t, shape)  # near 608/10/928
     ```
@@ -205,7 +205,7 @@ class SaturatingLaw(_Truth):
     Example:
 
     ```python
-    from keras_sovit.scaling.truths import SATURATING_LAW, SOVIT_ANCHOR
+    from keras_sovit.scaling.truths.suite import SATURATING_LAW, SOVIT_ANCHOR
     shape, t = SOVIT_ANCHOR
     SATURATING_LAW.loss(shape, t)
     ```
@@ -251,7 +251,7 @@ class BrokenDataLaw(_Truth):
     Example:
 
     ```python
-    from keras_sovit.scaling.truths import BROKEN_DATA_LAW, SOVIT_ANCHOR
+    from keras_sovit.scaling.truths.suite import BROKEN_DATA_LAW, SOVIT_ANCHOR
     shape, t = SOVIT_ANCHOR
     BROKEN_DATA_LAW.loss(shape, t)
     ```
@@ -306,7 +306,7 @@ class KaplanLaw(_Truth):
     Example:
 
     ```python
-    from keras_sovit.scaling.truths import KAPLAN_LAW, GRID_ANCHOR
+    from keras_sovit.scaling.truths.suite import KAPLAN_LAW, GRID_ANCHOR
     shape, t = GRID_ANCHOR
     KAPLAN_LAW.loss(shape, t)
     ```
@@ -418,8 +418,8 @@ class Observer:
     Example:
 
     ```python
-    from keras_sovit.scaling.truths import Observer, SATURATING_LAW
-    from keras_sovit.scaling.truths import GRID_ANCHOR
+    from keras_sovit.scaling.truths.suite import Observer, SATURATING_LAW
+    from keras_sovit.scaling.truths.suite import GRID_ANCHOR
     observe = Observer(SATURATING_LAW, noise=0.03, seed=1)
     shape, t = GRID_ANCHOR
     observe(shape, t)

@@ -5,7 +5,7 @@ point (`ccd_design`, whitened by a curvature with `whitened_spread`), a
 quadratic fitted to log-metrics there (`fit_surface`, optionally with a
 ridge prior on its curvature or a borrowed curvature), and its minimiser
 over a box under a constraint (`minimise_quadratic`). `IsoFlopSearch`
-(`keras_sovit.scaling.isoflop`) builds its isoFLOP levels from these.
+(`keras_sovit.scaling.isoflop.search`) builds its isoFLOP levels from these.
 """
 
 import itertools
@@ -109,7 +109,7 @@ def fit_surface(u, y, centre, basis, weights=None, hessian=None,
 
     ```python
     import numpy as np
-    from keras_sovit.scaling.surfaces import ccd_design, fit_surface
+    from keras_sovit.scaling.isoflop.surfaces import ccd_design, fit_surface
     u = ccd_design(np.zeros(3), np.eye(3) * 0.5)
     y = 0.3 * ((u - 0.1) ** 2).sum(axis=1)
     surface = fit_surface(u, y, np.zeros(3), np.eye(3) * 2)
@@ -241,7 +241,7 @@ def minimise_quadratic(gradient, hessian, centre, lo, hi, feasible=None):
 
     ```python
     import numpy as np
-    from keras_sovit.scaling.surfaces import minimise_quadratic
+    from keras_sovit.scaling.isoflop.surfaces import minimise_quadratic
     h = np.diag([2.0, 1.0, 1.0])
     minimise_quadratic(np.array([-2.0, 0, 0]), h, np.zeros(3),
                        -np.ones(3), np.ones(3) * 0.5)  # [0.5, 0, 0]

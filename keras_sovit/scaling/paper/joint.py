@@ -18,9 +18,9 @@ from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit.scaling import _varpro
 from keras_sovit.scaling import formulas
-from keras_sovit.scaling.law import _Params
 from keras_sovit.scaling.optimum import best_shape
-from keras_sovit.scaling.plan import metric_rows
+from keras_sovit.scaling.paper.law import _Params
+from keras_sovit.scaling.paper.plan import metric_rows
 from keras_sovit.scaling.results import largest_compute_runs
 from keras_sovit.shapes import POOL_TYPES
 from keras_sovit.shapes import SCALED_DIMS
@@ -198,7 +198,7 @@ class JointLaw(_Params):
     Example:
 
     ```python
-    from keras_sovit.scaling.joint import JointLaw
+    from keras_sovit.scaling.paper.joint import JointLaw
     rows = []
     for w in (32, 48, 64, 96):
         for d in (2, 3, 4, 6):
@@ -456,7 +456,7 @@ def optimal_shape(
     Example:
 
     ```python
-    from keras_sovit.scaling.joint import JointLaw, optimal_shape
+    from keras_sovit.scaling.paper.joint import JointLaw, optimal_shape
     law = JointLaw.from_dict({
         "form": "data_limited", "image_size": 224, "pool_type": "map",
         "form_": "data_limited", "template_": keras_sovit.ShapeSpec(
@@ -527,7 +527,7 @@ def on_search_bound(shape, constraints=None, rounding=None):
     Example:
 
     ```python
-    from keras_sovit.scaling.joint import on_search_bound
+    from keras_sovit.scaling.paper.joint import on_search_bound
     on_search_bound(keras_sovit.ShapeSpec(16384, 12, 1024, 16, 16))
     # ['width']
     ```
