@@ -134,6 +134,46 @@ def check_positive_finite_array(name, values):
     return array
 
 
+def check_finite_values(name, values):
+    """`values` (an array) unchanged if every float entry is finite; else
+    a `ValueError` naming the array and counting the bad entries."""
+    import numpy as np
+
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.inexact):
+        bad = int(np.count_nonzero(~np.isfinite(values)))
+        if bad:
+            raise ValueError(
+                f"`{name}` must be finite. Received: {bad} NaN or infinite "
+                f"values of {values.size} in {name}"
+            )
+    return values
+
+
+def check_class_labels(name, labels, num_classes=None, min_classes=1):
+    """Integer class ids in `[0, num_classes)` (`num_classes=None`: only
+    non-negative) with at least `min_classes` distinct classes."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    upper = np.inf if num_classes is None else num_classes
+    bad = labels[(labels < 0) | (labels >= upper)]
+    if bad.size:
+        where = "num_classes" if num_classes is None else num_classes
+        raise ValueError(
+            f"`{name}` has labels out of range [0, {where}): "
+            f"{sorted(set(bad.tolist()))[:5]}"
+            + ("" if num_classes is None else ". Pass the right `num_classes`.")
+        )
+    distinct = len(np.unique(labels))
+    if distinct < min_classes:
+        raise ValueError(
+            f"`{name}` must hold at least {min_classes} classes. Received: "
+            f"{distinct} class(es) in {name}"
+        )
+    return labels
+
+
 def check_dim_dict(name, value, check, dims, require_all=False):
     """A dict keyed by shape dimensions, each value passed through `check`.
 

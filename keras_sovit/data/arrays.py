@@ -13,6 +13,8 @@ import numbers
 import numpy as np
 
 from keras_sovit._validation import check_bool
+from keras_sovit._validation import check_class_labels
+from keras_sovit._validation import check_finite_values
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_range_pair
 from keras_sovit._validation import image_hw
@@ -261,13 +263,7 @@ def _check_images(images):
             f"(N, H, W, C). Received: images of shape {images.shape}, "
             f"dtype {images.dtype}"
         )
-    if np.issubdtype(images.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(images)))
-        if bad:
-            raise ValueError(
-                f"`images` must be finite. Received: {bad} non-finite values"
-            )
-    return images
+    return check_finite_values("images", images)
 
 
 def _one_hot_labels(labels, count, num_classes):
@@ -292,13 +288,9 @@ def _one_hot_labels(labels, count, num_classes):
             f"(N, classes). Received: labels of shape {labels.shape}, dtype "
             f"{labels.dtype}"
         )
+    check_class_labels("labels", labels)
     if num_classes is None:
         num_classes = int(labels.max()) + 1
     num_classes = check_positive_int("num_classes", num_classes)
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if bad.size:
-        raise ValueError(
-            f"`labels` must be class ids in [0, {num_classes}) "
-            f"(num_classes). Received labels: {sorted(set(bad.tolist()))[:5]}"
-        )
+    check_class_labels("labels", labels, num_classes)
     return np.eye(num_classes, dtype=np.float32)[labels], num_classes

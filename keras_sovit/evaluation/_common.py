@@ -6,6 +6,8 @@ import numpy as np
 from keras_sovit._feature_cache import cached
 from keras_sovit._feature_cache import remember
 from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_class_labels
+from keras_sovit._validation import check_finite_values
 from keras_sovit._validation import check_positive_number
 from keras_sovit.data.batches import iterate_batches
 
@@ -18,10 +20,12 @@ def to_int_labels(labels):
 
 
 def iterate(data, batch_size, name):
-    """Yields (images, int labels) numpy batches of a one-pass source."""
+    """Yields (images, int labels) numpy batches of a one-pass source,
+    each checked where data enters: finite images, labels >= 0."""
     for images, labels in iterate_batches(data, name, batch_size,
                                           one_pass=True):  # fmt: skip
-        yield np.asarray(images), to_int_labels(labels)
+        labels = check_class_labels(f"{name} labels", to_int_labels(labels))
+        yield check_finite_values(f"{name} images", images), labels
 
 
 def as_labels(name, value, num_examples):
@@ -53,7 +57,9 @@ def load_arrays(data, batch_size, name):
                 f"`{name}` must hold as many images as labels, at least "
                 f"one. Received: {len(images)} images, {len(labels)} labels"
             )
-        return images, as_labels(f"{name} labels", labels, len(labels))
+        check_finite_values(f"{name} images", images)
+        labels = as_labels(f"{name} labels", labels, len(labels))
+        return images, check_class_labels(f"{name} labels", labels)
     images, labels = [], []
     for x, y in iterate(data, batch_size, name):
         images.append(x)
@@ -73,13 +79,10 @@ def collect_labels(data, batch_size, name):
     return as_labels(f"{name} labels", labels, len(labels))
 
 
-def check_label_range(name, labels, num_classes):
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if bad.size:
-        raise ValueError(
-            f"`{name}` has labels out of range [0, {num_classes}): "
-            f"{sorted(set(bad.tolist()))[:5]}. Pass the right `num_classes`."
-        )
+def check_label_range(name, labels, num_classes, min_classes=1):
+    """Labels in `[0, num_classes)`, at least `min_classes` distinct (two
+    for a probe: one class scores 0.0 +- 0.0, which measures nothing)."""
+    check_class_labels(name, labels, num_classes, min_classes)
 
 
 def check_num_classes(num_classes, labels):

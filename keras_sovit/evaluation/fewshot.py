@@ -294,7 +294,8 @@ class FewShotEvaluator(keras.callbacks.Callback):
         train_labels = collect_labels(train_ds, batch_size, "train_ds")
         test_labels = collect_labels(test_ds, batch_size, "test_ds")
         self.num_classes = check_num_classes(num_classes, train_labels)
-        check_label_range("train_ds", train_labels, self.num_classes)
+        check_label_range("train_ds", train_labels, self.num_classes,
+                          min_classes=2)
         check_label_range("test_ds", test_labels, self.num_classes)
         self._check_shots(train_labels)
         self._train_labels = train_labels

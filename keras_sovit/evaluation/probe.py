@@ -99,7 +99,8 @@ class LinearProbeEvaluator:
             images, labels = images[ids], labels[ids]
         self.test_images, self.test_labels = images, labels
         self.num_classes = check_num_classes(num_classes, self.train_labels)
-        check_label_range("train_data", self.train_labels, self.num_classes)
+        check_label_range("train_data", self.train_labels, self.num_classes,
+                          min_classes=2)
         check_label_range("test_data", self.test_labels, self.num_classes)
         self._fold_ids = self._folds()
         self.selected_l2 = None

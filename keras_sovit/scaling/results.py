@@ -359,6 +359,25 @@ def largest_compute_runs(shapes, compute):
                      for s, t in zip(shapes, compute)], dtype=bool)
 
 
+def largest_compute_rows(rows, key):
+    """Each run's row at its largest compute, sorted by run.
+
+    A run reports the compute its whole steps bought, a little under its
+    budget, so a run's finished row is found by its key, never by the
+    planned compute. `key(row)` names the run (e.g. its trial id); a tie
+    keeps the first row.
+    """
+    last = {}
+    for row in rows:
+        run = key(row)
+        kept = last.get(run)
+        if kept is None or float(row["compute_gflops"]) > float(
+            kept["compute_gflops"]
+        ):
+            last[run] = row
+    return [last[run] for run in sorted(last)]
+
+
 def _observations(metrics, name):
     """{step: mean value} of one metric in a trial's metrics config."""
     entry = metrics.get(name)

@@ -23,6 +23,7 @@ The rebuilt object is cached on the phase between calls.
 """
 
 from keras_sovit.scaling.isoflop.search import IsoFlopSearch
+from keras_sovit.scaling.results import largest_compute_rows
 from keras_sovit.shapes import ShapeSpec
 from keras_sovit.tuner.phases import Phase
 from keras_sovit.tuner.phases import register_phase
@@ -103,13 +104,9 @@ def _round(search):
 def _values(context, phase):
     """Search trial index -> the finished value at the trial's budget
     (its largest-compute finished row)."""
-    best = {}
-    for row in context.results(phase):
-        index = int(row["seed"])
-        compute = float(row["compute_gflops"])
-        if index not in best or compute > best[index][0]:
-            best[index] = (compute, float(row["metric_value"]))
-    return {index: value for index, (_, value) in best.items()}
+    rows = largest_compute_rows(context.results(phase),
+                                key=lambda row: int(row["seed"]))  # fmt: skip
+    return {int(row["seed"]): float(row["metric_value"]) for row in rows}
 
 
 def _tell(search, trials, values):

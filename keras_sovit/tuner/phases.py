@@ -36,6 +36,7 @@ from keras_sovit.scaling import noise
 from keras_sovit.scaling.paper import plan as plan_lib
 from keras_sovit.scaling.paper import star_sweep as star_lib
 from keras_sovit.scaling.results import COMPUTE_METRIC
+from keras_sovit.scaling.results import largest_compute_rows
 from keras_sovit.shapes import SCALED_DIMS
 from keras_sovit.shapes import SHAPE_FIELDS
 from keras_sovit.shapes import ShapeSpec
@@ -575,15 +576,8 @@ def _extended(values, step, direction):
 
 
 def _finished_rows(rows):
-    """Each trial's row at its largest compute, by trial id. A run reports
-    the compute its whole steps bought, a little under its budget, so the
-    row is found by trial, not by the planned compute."""
-    last = {}
-    for row in rows:
-        kept = last.get(row["trial_id"])
-        if kept is None or row["compute_gflops"] > kept["compute_gflops"]:
-            last[row["trial_id"]] = row
-    return [last[trial] for trial in sorted(last)]
+    """Each trial's row at its largest compute, by trial id."""
+    return largest_compute_rows(rows, key=lambda row: row["trial_id"])
 
 
 def _unique(entries):

@@ -144,3 +144,31 @@ def test_shared_features_give_the_same_validation_metrics():
         shared = evaluator.evaluate(model)  # logits from backbone features
     for key, value in plain.items():
         assert shared[key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_data_is_checked_where_it_enters_the_evaluators():
+    # Issue "Every public call checks its values", item 2: the same checks
+    # for every evaluator, through the data seam.
+    from keras_sovit.evaluation import FewShotEvaluator
+    from keras_sovit.evaluation import LinearProbeEvaluator
+    from keras_sovit.evaluation import ValidationEvaluator
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 8, 8, 3)).astype("float32")
+    y = np.arange(20) % 4
+    with pytest.raises(ValueError, match=r"data labels.*\[-1\]"):
+        ValidationEvaluator((x, y - 1))  # -1 was read as the last class
+    nan_x = x.copy()
+    nan_x[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="data images.*1 NaN or infinite"):
+        ValidationEvaluator((nan_x, y))
+    with pytest.raises(ValueError, match="train_ds.*at least 2 classes"):
+        FewShotEvaluator((x, np.zeros(20, int)), (x, np.zeros(20, int)),
+                         shots=(2,))  # fmt: skip
+    with pytest.raises(ValueError, match="train_ds images.*NaN"):
+        FewShotEvaluator((nan_x, y), (x, y), shots=(2,)).evaluate(
+            keras.Sequential([keras.Input((8, 8, 3)),
+                              keras.layers.GlobalAveragePooling2D()])
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="train_data.*at least 2 classes"):
+        LinearProbeEvaluator((x, np.zeros(20, int)), (x, y % 1))

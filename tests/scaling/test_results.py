@@ -129,3 +129,17 @@ def test_scaling_package_imports_no_framework():
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_largest_compute_rows_picks_each_runs_finished_row():
+    from keras_sovit.scaling.results import largest_compute_rows
+
+    rows = [
+        {"trial_id": "b", "compute_gflops": 10.0, "v": 1},
+        {"trial_id": "a", "compute_gflops": 99.9, "v": 2},  # bought < 100
+        {"trial_id": "b", "compute_gflops": 39.8, "v": 3},
+        {"trial_id": "a", "compute_gflops": 25.0, "v": 4},
+        {"trial_id": "b", "compute_gflops": 39.8, "v": 5},  # a tie
+    ]
+    picked = largest_compute_rows(rows, key=lambda row: row["trial_id"])
+    assert [(r["trial_id"], r["v"]) for r in picked] == [("a", 2), ("b", 3)]
