@@ -5,9 +5,9 @@ import numpy as np
 
 from keras_sovit._feature_cache import cached
 from keras_sovit._feature_cache import remember
-from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_class_labels
 from keras_sovit._validation import check_finite_values
+from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_positive_number
 from keras_sovit.data.batches import iterate_batches
 
