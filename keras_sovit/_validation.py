@@ -80,6 +80,31 @@ def check_positive_number(name, value, allow_zero=False):
     return float(value)
 
 
+# Named constraints shared by every call that takes such a value, so each
+# rule is written once.
+
+
+def check_learning_rate(name, value, allow_zero=False):
+    """A learning rate: finite, > 0 (>= 0 with `allow_zero`)."""
+    return check_number(name, value, low=0.0, low_open=not allow_zero)
+
+
+def check_decay(name, value):
+    """A multiplicative decay per layer or step, in (0, 1]."""
+    return check_number(name, value, low=0.0, high=1.0, low_open=True)
+
+
+def check_momentum(name, value, allow_none=False):
+    """A moving-average coefficient, in [0, 1)."""
+    return check_number(name, value, low=0.0, high=1.0, high_open=True,
+                        allow_none=allow_none)  # fmt: skip
+
+
+def check_epsilon(name, value):
+    """A numerical-stability constant: finite, > 0."""
+    return check_number(name, value, low=0.0, low_open=True)
+
+
 def check_rate(name, value):
     """A fraction in [0, 1), such as a dropout rate."""
     return check_number(name, value, low=0.0, high=1.0, high_open=True)
@@ -210,6 +235,23 @@ def check_grids(name, grids, dims):
         return sorted(set(entries))
 
     return check_dim_dict(name, grids, values, dims)
+
+
+def check_image_shape(image_shape):
+    """Validates a static `(height, width, channels)` tuple."""
+    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
+        raise ValueError(
+            "`image_shape` must be a (height, width, channels) tuple. "
+            f"Received: image_shape={image_shape!r}"
+        )
+    for value in image_shape:
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                or value < 1):
+            raise ValueError(
+                "`image_shape` must hold three positive integers (static "
+                f"shapes only). Received: image_shape={image_shape!r}"
+            )
+    return tuple(check_positive_int("image_shape", v) for v in image_shape)
 
 
 def image_hw(image_size, name="image_size"):

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_image_shape
 from keras_sovit._validation import check_non_negative_int
 from keras_sovit.checkpoints.resample import resample_position_embedding
 from keras_sovit.shapes import VARIANTS
@@ -242,6 +243,16 @@ def build_model(
     return model
 
 
+def _required(arrays, key, shape, source):
+    """`arrays[key]`, or a `ValueError` naming the key and its shape."""
+    if key not in arrays:
+        raise ValueError(
+            f"The {source} checkpoint lacks weight {key!r} (expected shape "
+            f"{shape}); found keys such as {sorted(arrays)[:5]}."
+        )
+    return arrays[key]
+
+
 def _infer_spec(arrays, num_heads, source):
     """The checkpoint's `ShapeSpec` and input channels, from its kernels
     (heads from the attention kernels, else `num_heads` or the table)."""
@@ -259,8 +270,14 @@ def _infer_spec(arrays, num_heads, source):
     patch_size, _, channels, width = kernel.shape
     depth = block_count(arrays)
     prefix = BLOCK.format(0)
-    mlp_dim = arrays[f"{prefix}MlpBlock_0/Dense_0/kernel"].shape[1]
-    query = arrays[f"{prefix}MultiHeadDotProductAttention_0/query/kernel"]
+    mlp_dim = _required(
+        arrays, f"{prefix}MlpBlock_0/Dense_0/kernel",
+        f"({width}, mlp_dim)", source,
+    ).shape[1]  # fmt: skip
+    query = _required(
+        arrays, f"{prefix}MultiHeadDotProductAttention_0/query/kernel",
+        f"({width}, heads, {width} / heads) or ({width}, {width})", source,
+    )  # fmt: skip
     if query.ndim == 3:
         if num_heads is not None and num_heads != query.shape[1]:
             raise ValueError(
@@ -300,7 +317,6 @@ def _pool_type(arrays, pool_type, default_pool_type):
 def _image_shape(arrays, image_shape, patch_size, channels, order):
     """The model's image shape (the checkpoint's grid when `None`); the
     learned position embedding is resampled in place to its grid."""
-    from keras_sovit.models.sovit_backbone import check_image_shape
 
     if image_shape is not None:
         image_shape = check_image_shape(image_shape)

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_sovit._validation import check_bool
+from keras_sovit._validation import check_epsilon
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_rate
 from keras_sovit.layers._attention import MlpBlock
@@ -86,6 +87,7 @@ class EncoderBlock(keras.layers.Layer):
         check_rate("dropout_rate", dropout_rate)
         check_rate("stochastic_depth_rate", stochastic_depth_rate)
         check_bool("approximate_gelu", approximate_gelu)
+        check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
         check_bool("remat", remat)
 
         # === Config ===

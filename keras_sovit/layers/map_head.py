@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_sovit._validation import check_bool
+from keras_sovit._validation import check_epsilon
 from keras_sovit._validation import check_positive_int
 from keras_sovit.layers._attention import MlpBlock
 from keras_sovit.layers._attention import MultiHeadDotProductAttention
@@ -60,6 +61,7 @@ class MAPHead(keras.layers.Layer):
         check_positive_int("num_heads", num_heads)
         check_positive_int("mlp_dim", mlp_dim)
         check_bool("approximate_gelu", approximate_gelu)
+        check_epsilon("layer_norm_epsilon", layer_norm_epsilon)
 
         # === Config ===
         self.num_heads = num_heads

@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from keras_sovit._validation import check_bool
-from keras_sovit._validation import check_positive_int
+from keras_sovit._validation import check_image_shape
 from keras_sovit._validation import check_rate
 from keras_sovit.layers._class_token import ClassToken
 from keras_sovit.layers.encoder_block import EncoderBlock
@@ -313,22 +313,6 @@ def keep_dtype_policy(model, dtype):
     """
     if dtype is not None:
         model.dtype_policy = keras.dtype_policies.get(dtype)
-
-
-def check_image_shape(image_shape):
-    """Validates a static `(height, width, channels)` tuple."""
-    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
-        raise ValueError(
-            "`image_shape` must be a (height, width, channels) tuple. "
-            f"Received: image_shape={image_shape!r}"
-        )
-    for value in image_shape:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                "`image_shape` must hold three positive integers (static "
-                f"shapes only). Received: image_shape={image_shape!r}"
-            )
-    return tuple(check_positive_int("image_shape", v) for v in image_shape)
 
 
 def _block_rate(rate, index, depth):

@@ -1,7 +1,7 @@
-import numbers
 
 import keras
 
+from keras_sovit._validation import check_number
 from keras_sovit._validation import check_positive_int
 from keras_sovit.models.sovit_backbone import FunctionalModel
 from keras_sovit.models.sovit_backbone import SoViTBackbone
@@ -78,13 +78,7 @@ class SoViTClassifier(FunctionalModel):
                 f"{backbone.pool_type!r}"
             )
         check_positive_int("num_classes", num_classes)
-        if isinstance(head_bias_init, bool) or not isinstance(
-            head_bias_init, numbers.Real
-        ):
-            raise ValueError(
-                "`head_bias_init` must be a float. "
-                f"Received: head_bias_init={head_bias_init!r}"
-            )
+        check_number("head_bias_init", head_bias_init)
         if rep_size is not None:
             check_positive_int("rep_size", rep_size)
         dtype = dtype or backbone.dtype_policy

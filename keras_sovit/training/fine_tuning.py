@@ -25,6 +25,9 @@ import math
 
 import keras
 
+from keras_sovit._validation import check_decay
+from keras_sovit._validation import check_learning_rate
+from keras_sovit._validation import check_momentum
 from keras_sovit.training.losses import SigmoidCrossEntropy
 from keras_sovit.training.optimizers import check_regex_pairs
 from keras_sovit.training.optimizers import regex_multiplier
@@ -112,11 +115,9 @@ def fine_tuning_recipe(total_steps, paper_resolution=224, **overrides):
         **PAPER_FINE_TUNING_BY_RESOLUTION[paper_resolution],
     }
     config.update(overrides)
-    if not 0.0 < config["layer_decay"] <= 1.0:
-        raise ValueError(
-            "`layer_decay` must be in (0, 1]. Received: "
-            f"layer_decay={config['layer_decay']!r}"
-        )
+    check_learning_rate("base_lr", config["base_lr"])
+    check_momentum("momentum", config["momentum"])
+    check_decay("layer_decay", config["layer_decay"])
     if not 0 <= config["warmup_steps"] < total_steps:
         raise ValueError(
             "`warmup_steps` must be in [0, total_steps). Received: "
@@ -143,6 +144,7 @@ def layer_decay_multipliers(model, layer_decay):
     #  ('(^|/)(embedding|pos_embedding|cls)/', 0.125)]
     ```
     """
+    check_decay("layer_decay", layer_decay)
     backbone = getattr(model, "backbone", model)
     depth = getattr(getattr(backbone, "shape_spec", None), "depth", None)
     if depth is None:

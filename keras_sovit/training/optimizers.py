@@ -29,7 +29,11 @@ import re
 import keras
 import numpy as np
 
+from keras_sovit._validation import check_decay
+from keras_sovit._validation import check_epsilon
+from keras_sovit._validation import check_momentum
 from keras_sovit._validation import check_number
+from keras_sovit._validation import check_positive_int
 
 DEFAULT_WD_MULTS = ((r"kernel$", 1.0),)
 
@@ -214,6 +218,13 @@ class BigVisionAdafactor(_DecayMultipliers, keras.optimizers.Optimizer):
         **kwargs,
     ):
         kwargs.pop("weight_decay", None)
+        check_positive_int("min_dim_size_to_factor", min_dim_size_to_factor)
+        check_number("decay_rate", decay_rate, low=0.0, low_open=True)
+        check_decay("beta2_cap", beta2_cap)
+        check_number("clipping_threshold", clipping_threshold, low=0.0,
+                     low_open=True, allow_none=True)  # fmt: skip
+        check_momentum("momentum", momentum, allow_none=True)
+        check_epsilon("epsilon", epsilon)
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self._init_decay(weight_decay, wd_mults)
         self.min_dim_size_to_factor = min_dim_size_to_factor

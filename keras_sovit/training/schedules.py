@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_sovit._validation import check_learning_rate
 from keras_sovit._validation import check_non_negative_int
 
 
@@ -48,14 +49,7 @@ class RsqrtSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(
         self, base_lr, warmup_steps, timescale, cooldown_steps, total_steps
     ):
-        if isinstance(base_lr, bool) or not isinstance(base_lr, (int, float)):
-            raise ValueError(
-                f"`base_lr` must be a number. Received: base_lr={base_lr!r}"
-            )
-        if base_lr < 0:
-            raise ValueError(
-                f"`base_lr` must be >= 0. Received: base_lr={base_lr!r}"
-            )
+        check_learning_rate("base_lr", base_lr, allow_zero=True)
         for name, value in (
             ("warmup_steps", warmup_steps),
             ("timescale", timescale),

@@ -7,6 +7,7 @@ import keras_tuner
 
 from keras_sovit._validation import check_bool
 from keras_sovit._validation import check_choice
+from keras_sovit._validation import check_image_shape
 from keras_sovit._validation import check_positive_int
 from keras_sovit._validation import check_rate
 from keras_sovit.shapes import POOL_TYPES
@@ -199,14 +200,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         self.distribution = distribution
         self.test_data = test_data
         self.num_classes = check_positive_int("num_classes", num_classes)
-        if len(tuple(image_shape)) != 3:
-            raise ValueError(
-                "`image_shape` must be (height, width, channels). "
-                f"Received: image_shape={image_shape!r}"
-            )
-        self.image_shape = tuple(
-            check_positive_int("image_shape", v) for v in image_shape
-        )
+        self.image_shape = check_image_shape(image_shape)
         _check_pair("fewshot_train", fewshot_train,
                     "fewshot_test", fewshot_test)
         _check_pair("probe_train", probe_train, "probe_test", probe_test)
