@@ -229,5 +229,17 @@ def save_big_vision(model, path, prefix="", scan=False, bfloat16=False):
         arrays = {k: float32_to_bfloat16_bits(v) for k, v in arrays.items()}
     arrays = {f"{prefix}{k}": v for k, v in arrays.items()}
     path = os.fspath(path)
-    np.savez(path, **arrays)
-    return path if path.endswith(".npz") else f"{path}.npz"
+    if not path.endswith(".npz"):
+        path = f"{path}.npz"
+    # Written beside the target, then renamed: a save that fails half-way
+    # leaves no partial file (and an existing file as it was).
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        with open(partial, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    return path

@@ -354,3 +354,27 @@ def test_saving_a_pooling_the_file_cannot_record_warns(tmp_path, pool_type):
     loaded = load_big_vision(path, pool_type=pool_type)
     x = _images()
     np.testing.assert_array_equal(forward(loaded, x), forward(model, x))
+
+
+def test_a_save_that_fails_half_way_leaves_no_file(tmp_path, monkeypatch):
+    from keras_sovit.checkpoints import big_vision_format
+
+    model = SoViTBackbone(SHAPE, image_shape=(32, 32, 3))
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"the previous checkpoint")
+
+    def failing_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(big_vision_format.np, "savez", failing_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_big_vision(model, str(path))
+    assert path.read_bytes() == b"the previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    monkeypatch.undo()
+    save_big_vision(model, str(path))
+    loaded = load_big_vision(str(path))
+    np.testing.assert_array_equal(
+        forward(loaded, _images()), forward(model, _images())
+    )
