@@ -73,13 +73,14 @@ class ShapeOracle(keras_tuner.Oracle):
             shapes; defaults to multiples of 16.
         template: `ShapeSpec`, dict, or `None`. The IsoFLOP search's shapes
             keep its heads and patch size; defaults to `default_plan`'s.
-        isoflop: `keras_sovit.scaling.isoflop.search.IsoFlopSettings`, dict, or
-            `None` (its defaults). Settings of the IsoFLOP search.
+        isoflop: `keras_sovit.scaling.isoflop.search.IsoFlopSettings`, a
+            dict, or `None` (its defaults). The IsoFLOP search's settings.
         final_trials: tuple of `"proposal"` and/or `"control"` (a standard
             ViT, MLP = 4 × width, of equal compute).
         proposal_method: str. The paper's procedure's proposal rule:
-            `"auto"`, `"paper"`, `"joint"` or `"isoflop"`
-            (`keras_sovit.tuner.proposals`).
+            `"auto"`, `"paper"` or `"joint"`, or a registered rule
+            (`keras_sovit.tuner.proposals`; the IsoFLOP search proposes
+            on its own).
         validation_trials: bool. Train the proposal and its ×1.2 / ÷1.2
             neighbours at `validation_compute` (the paper's procedure),
             `validation_seeds` times each.

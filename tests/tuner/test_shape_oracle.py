@@ -655,3 +655,15 @@ def test_tuner_crash_and_resume_matches_the_uninterrupted_search(tmp_path):
     # The interrupted trial ran again; the 14 completed ones did not.
     assert hypermodel.fits == len(oracle.trials) - 14
     assert all(t.status == "COMPLETED" for t in oracle.trials.values())
+
+
+def test_docstring_proposal_methods_are_the_registered_rules():
+    import re
+
+    from keras_sovit.tuner import ShapeOracle
+    from keras_sovit.tuner import proposals
+
+    doc = ShapeOracle.__doc__
+    section = doc[doc.index("proposal_method:"):doc.index("validation_trials:")]
+    offered = set(re.findall(r'`"(\w+)"`', section))
+    assert offered == set(proposals.rule_names())
