@@ -13,6 +13,8 @@ from keras_sovit.scaling.truths import suite as truths
 from keras_sovit.tuner import ISOFLOP_PHASES
 from keras_sovit.tuner import PAPER_PHASES
 from keras_sovit.tuner import ShapeOracle
+from tests.tuner.driver import complete_trial
+from tests.tuner.driver import drive
 
 # The oracle's own logic: no backend computation to repeat on JAX/torch.
 pytestmark = pytest.mark.backend_free
@@ -51,27 +53,17 @@ def end(oracle, trial, charged=None):
                    "compute_gflops"]}
     if charged is not None:
         metrics["charged_gflops"] = charged
-    oracle.update_trial(trial.trial_id, metrics)
-    trial.status = TrialStatus.COMPLETED
-    oracle.end_trial(trial)
+    complete_trial(oracle, trial, metrics)
 
 
 def run(oracle, stop_after=None, fail=()):
     """One worker to the end (or `stop_after` trials); the trials run."""
-    ran = []
-    while stop_after is None or len(ran) < stop_after:
-        trial = oracle.create_trial("tuner0")
-        if trial.status == TrialStatus.STOPPED:
-            break
-        assert trial.status == TrialStatus.RUNNING
-        ran.append(trial)
-        if trial.trial_id in fail:
-            trial.status = TrialStatus.FAILED
-            oracle.end_trial(trial)
-            continue
-        end(oracle, trial)
-        assert len(ran) < 1000, "the search does not end"
-    return ran
+    def answer(trial):
+        return {METRIC: observe(trial),
+                "compute_gflops": trial.hyperparameters.values[
+                    "compute_gflops"]}
+
+    return drive(oracle, answer, stop_after, fail)
 
 
 def signature(trial):

@@ -21,6 +21,8 @@ from keras_sovit.tuner import ShapeOracle
 from keras_sovit.tuner import register_phase
 from keras_sovit.tuner import register_proposal_rule
 from keras_sovit.tuner.proposals import ShapeGrid
+from tests.tuner.driver import complete_trial
+from tests.tuner.driver import drive
 
 # The oracle's own logic: no backend computation to repeat on JAX/torch.
 pytestmark = pytest.mark.backend_free
@@ -38,21 +40,13 @@ GIVEN = dict(
 
 def run(oracle, law=PAPER_LIKE_LAW):
     """Drives the oracle trial by trial; returns the trials run."""
-    trials = []
-    while True:
-        trial = oracle.create_trial("tuner0")
-        if trial.status == TrialStatus.STOPPED:
-            return trials
-        assert trial.status == TrialStatus.RUNNING
+    def answer(trial):
         values = trial.hyperparameters.values
         shape = keras_sovit.ShapeSpec.from_dict(values)
         compute = values["compute_gflops"]
-        oracle.update_trial(trial.trial_id, {
-            METRIC: law.loss(shape, compute), "compute_gflops": compute,
-        })
-        trial.status = TrialStatus.COMPLETED
-        oracle.end_trial(trial)
-        trials.append(trial)
+        return {METRIC: law.loss(shape, compute), "compute_gflops": compute}
+
+    return drive(oracle, answer)
 
 
 def report_of(oracle):
@@ -201,10 +195,9 @@ def test_oracle_and_project_files_read_trials_the_same(tmp_path):
     values = first.hyperparameters.values
     shape = keras_sovit.ShapeSpec.from_dict(values)
     budget = values["compute_gflops"]
-    for step, value in enumerate((0.9, 0.5, 0.7)):  # Not monotone.
-        oracle.update_trial(first.trial_id, {METRIC: value}, step=step)
-    first.status = TrialStatus.COMPLETED
-    oracle.end_trial(first)
+    complete_trial(oracle, first, [  # Not monotone.
+        (step, {METRIC: value}) for step, value in enumerate((0.9, 0.5, 0.7))
+    ])
     tuner.save()
     from_files = SweepResults.from_kerastuner(tuner.project_dir, METRIC)
     own = oracle.results()
@@ -228,15 +221,12 @@ def test_mid_schedule_values_are_kept_out_of_the_fits(tmp_path):
     trial = oracle.create_trial("tuner0")
     budget = trial.hyperparameters.values["compute_gflops"]
     # Mid-schedule (no cooldown yet): not a finished run of budget / 2.
-    oracle.update_trial(trial.trial_id, {
-        METRIC: 0.9, "compute_gflops": budget / 2}, step=0)
-    oracle.update_trial(trial.trial_id, {
-        METRIC: 0.5, "compute_gflops": budget,
-        f"{METRIC}@0": 0.6, f"{METRIC}_se@0": 0.01,
-        "compute_gflops@0": budget / 4, "cooled@0": 1.0,
-    }, step=1)
-    trial.status = TrialStatus.COMPLETED
-    oracle.end_trial(trial)
+    complete_trial(oracle, trial, [
+        (0, {METRIC: 0.9, "compute_gflops": budget / 2}),
+        (1, {METRIC: 0.5, "compute_gflops": budget,
+             f"{METRIC}@0": 0.6, f"{METRIC}_se@0": 0.01,
+             "compute_gflops@0": budget / 4, "cooled@0": 1.0}),
+    ])  # fmt: skip
     rows = {r["compute_gflops"]: r for r in oracle.results()}
     assert sorted(rows) == [budget / 4, budget / 2, budget]
     assert rows[budget / 2]["cooled"] == "false"
@@ -276,9 +266,7 @@ def answer_branched(oracle, trial, loss, se=0.01):
                     "compute_gflops": budget,
                     "charged_gflops": budget * (1 + 0.2 * len(fractions)),
                     f"untrained_{METRIC}": 2.3})
-    oracle.update_trial(trial.trial_id, metrics)
-    trial.status = TrialStatus.COMPLETED
-    oracle.end_trial(trial)
+    complete_trial(oracle, trial, metrics)
 
 
 def run_branched(oracle, loss, se=0.01):
