@@ -288,7 +288,6 @@ def _one_hot_labels(labels, count, num_classes):
             f"(N, classes). Received: labels of shape {labels.shape}, dtype "
             f"{labels.dtype}"
         )
-    check_class_labels("labels", labels)
     if num_classes is None:
         num_classes = int(labels.max()) + 1
     num_classes = check_positive_int("num_classes", num_classes)

@@ -79,12 +79,6 @@ def collect_labels(data, batch_size, name):
     return as_labels(f"{name} labels", labels, len(labels))
 
 
-def check_label_range(name, labels, num_classes, min_classes=1):
-    """Labels in `[0, num_classes)`, at least `min_classes` distinct (two
-    for a probe: one class scores 0.0 +- 0.0, which measures nothing)."""
-    check_class_labels(name, labels, num_classes, min_classes)
-
-
 def check_num_classes(num_classes, labels):
     if num_classes is None:
         return int(labels.max()) + 1

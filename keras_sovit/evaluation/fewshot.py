@@ -18,10 +18,10 @@ import copy
 import keras
 import numpy as np
 
+from keras_sovit._validation import check_class_labels
 from keras_sovit._validation import check_positive_number
 from keras_sovit.evaluation._common import as_labels as _as_labels
 from keras_sovit.evaluation._common import check_l2
-from keras_sovit.evaluation._common import check_label_range
 from keras_sovit.evaluation._common import check_num_classes
 from keras_sovit.evaluation._common import collect_labels
 from keras_sovit.evaluation._common import crossed_mean_se
@@ -177,8 +177,8 @@ def fewshot_error(
             "`num_classes` must be a positive integer. Received: "
             f"num_classes={num_classes!r}"
         )
-    check_label_range("train_labels", train_y, num_classes)
-    check_label_range("test_labels", test_y, num_classes)
+    check_class_labels("train_labels", train_y, num_classes)
+    check_class_labels("test_labels", test_y, num_classes)
     probe = _RidgeProbe(train_x, train_y, int(num_classes))
     return float(np.mean(probe.predict(test_x, float(l2_reg)) != test_y))
 
@@ -294,9 +294,9 @@ class FewShotEvaluator(keras.callbacks.Callback):
         train_labels = collect_labels(train_ds, batch_size, "train_ds")
         test_labels = collect_labels(test_ds, batch_size, "test_ds")
         self.num_classes = check_num_classes(num_classes, train_labels)
-        check_label_range("train_ds", train_labels, self.num_classes,
+        check_class_labels("train_ds", train_labels, self.num_classes,
                           min_classes=2)
-        check_label_range("test_ds", test_labels, self.num_classes)
+        check_class_labels("test_ds", test_labels, self.num_classes)
         self._check_shots(train_labels)
         self._train_labels = train_labels
         self._test_ids = None

@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from keras_sovit._validation import check_class_labels
 from keras_sovit._validation import check_positive_int
 from keras_sovit.evaluation._common import check_l2
-from keras_sovit.evaluation._common import check_label_range
 from keras_sovit.evaluation._common import check_num_classes
 from keras_sovit.evaluation._common import extract_features
 from keras_sovit.evaluation._common import load_arrays
@@ -99,9 +99,9 @@ class LinearProbeEvaluator:
             images, labels = images[ids], labels[ids]
         self.test_images, self.test_labels = images, labels
         self.num_classes = check_num_classes(num_classes, self.train_labels)
-        check_label_range("train_data", self.train_labels, self.num_classes,
+        check_class_labels("train_data", self.train_labels, self.num_classes,
                           min_classes=2)
-        check_label_range("test_data", self.test_labels, self.num_classes)
+        check_class_labels("test_data", self.test_labels, self.num_classes)
         self._fold_ids = self._folds()
         self.selected_l2 = None
 

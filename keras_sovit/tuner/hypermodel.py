@@ -1,5 +1,6 @@
 """`SoViTHyperModel`: builds and trains a SoViT for one oracle trial."""
 
+import dataclasses
 import time
 
 import keras
@@ -195,7 +196,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         self.reuse_compiled = check_bool("reuse_compiled", reuse_compiled,
                                          allow_none=False)
         self._compiled = None  # (shape and steps, the model that trained)
-        self._decoded = None  # (hp values, TrialSpec, plan): the last trial
+        self._decoded = None  # _Decoded: the last trial, decoded once
         self.last_timings = {}
         self.distribution = distribution
         self.test_data = test_data
@@ -281,13 +282,13 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         """
         self.declare_hyperparameters(hp)
         key = tuple(sorted(hp.values.items()))
-        if self._decoded is None or self._decoded[0] != key:
+        if self._decoded is None or self._decoded.key != key:
             spec = TrialSpec.from_values(hp.values)
             fractions = _check_fractions(
                 BUDGET_FRACTIONS_HP, spec.fractions or self.checkpoints
             )
-            self._decoded = [key, spec, fractions, None]
-        return self._decoded[1]
+            self._decoded = _Decoded(key, spec, fractions)
+        return self._decoded.spec
 
     def shape(self, hp):
         """The trial's `ShapeSpec`."""
@@ -300,7 +301,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
     def budgets(self, hp):
         """The trial's budgets in GFLOPs, ascending."""
         spec = self.trial(hp)
-        return [spec.compute * f for f in self._decoded[2]]
+        return [spec.compute * f for f in self._decoded.fractions]
 
     def feasible_budgets(self, hp):
         """The trial's budgets that buy at least one step, one per step.
@@ -339,9 +340,9 @@ class SoViTHyperModel(keras_tuner.HyperModel):
         from keras_sovit.training import branch_plan
 
         spec = self.trial(hp)
-        if self._decoded[3] is None:
+        if self._decoded.plan is None:
             try:
-                self._decoded[3] = branch_plan(
+                self._decoded.plan = branch_plan(
                     self.feasible_budgets(hp),
                     self.gflops_per_example(spec.shape),
                     self.batch_size,
@@ -351,7 +352,7 @@ class SoViTHyperModel(keras_tuner.HyperModel):
                 raise keras_tuner.errors.FailedTrialError(
                     str(error)
                 ) from error
-        return self._decoded[3]
+        return self._decoded.plan
 
     def total_steps(self, hp):
         """Training steps of the trial's largest budget.
@@ -502,6 +503,17 @@ def _layout(model):
         [tuple(v.shape) for v in model.weights],
         [tuple(v.shape) for v in model.optimizer.variables],
     )
+
+
+@dataclasses.dataclass
+class _Decoded:
+    """One trial's decoded values: its hp values (the key), the spec, the
+    budget fractions in force, and its plan once computed."""
+
+    key: tuple
+    spec: TrialSpec
+    fractions: tuple
+    plan: dict = None
 
 
 def _check_pair(name_a, a, name_b, b):
